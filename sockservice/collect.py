@@ -1,0 +1,69 @@
+"""
+collect mode (seed 004; seed 002's server is C{--count 1} without greeting):
+greet, take one message per connection, log it, close; after C{count}
+connections stop listening, and finish once the last one has closed.
+"""
+
+from twisted.internet.defer import Deferred
+
+from sockservice.lines import LineFactory, LineProtocol
+
+
+class CollectProtocol(LineProtocol):
+    """
+    Takes the first complete line, or whatever arrived before the client
+    closed, as the connection's one message.
+    """
+
+    collected = False
+
+    def linesReceived(self, chunk):
+        self._collect(chunk[: chunk.index(b"\n") + 1])
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        if not (self.collected or self.refused):
+            self._collect(self._buffer)
+        LineProtocol.connectionLost(self, reason)
+
+    def _collect(self, line):
+        self.collected = True
+        self._buffer = b""
+        self.factory.logMessages(self, line if line.endswith(b"\n") else line + b"\n", 1)
+
+
+class CollectFactory(LineFactory):
+    """
+    Serves C{count} connections, then refuses more.
+
+    @ivar allAccepted: fires when the last allowed connection is accepted,
+        so the listeners can stop.
+    @ivar finished: fires when that connection has closed too.
+    """
+
+    mode = "collect"
+    protocol = CollectProtocol
+    messageFormat = "收到的信息:{message} (from {peer})"
+
+    def __init__(self, log, maxLine=65536, greeting="测试成功！\n".encode(),
+                 count=5):
+        super().__init__(log, maxLine, greeting)
+        self.remaining = count
+        self.open = 0
+        self.allAccepted = Deferred()
+        self.finished = Deferred()
+
+    def buildProtocol(self, addr):
+        if not self.remaining:
+            return None
+        self.remaining -= 1
+        self.open += 1
+        if not self.remaining:
+            self.allAccepted.callback(None)
+        return LineFactory.buildProtocol(self, addr)
+
+    def connectionClosed(self, proto, reason):
+        LineFactory.connectionClosed(self, proto, reason)
+        self.open -= 1
+        if not self.remaining and not self.open:
+            self.finished.callback(None)

@@ -1,0 +1,70 @@
+"""
+Listening on server endpoints as a service whose failure to listen ends
+startup with one clear line instead of a traceback.
+"""
+
+import sys
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from sockservice.addresses import describeAddress
+
+
+def _reason(failure):
+    """
+    The socket error behind a failure to listen (C{Address already in use}),
+    else the failure's message.
+    """
+    error = getattr(failure.value, "socketError", None)
+    return getattr(error, "strerror", None) or failure.getErrorMessage()
+
+
+class ListeningService(service.Service):
+    """
+    Listens with C{factory} on C{endpoint}; C{description} names it in
+    errors and logs.
+    """
+
+    log = Logger()
+    port = None
+
+    def __init__(self, endpoint, description, factory):
+        self.endpoint = endpoint
+        self.description = description
+        self.factory = factory
+        self._started = False
+
+    def privilegedStartService(self):
+        service.Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self):
+        service.Service.startService(self)
+        if not self._started:
+            self._listen()
+
+    def _listen(self):
+        self._started = True
+        failures = []
+        self.endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            sys.__stderr__.write(
+                f"sockservice: cannot listen on {self.description}: "
+                f"{_reason(failures[0])}\n"
+            )
+            raise SystemExit(1)
+
+    def _listening(self, port):
+        self.port = port
+        self.log.info(
+            "{mode} mode listening on {address}",
+            mode=self.factory.mode,
+            address=describeAddress(port.getHost()),
+        )
+
+    def stopService(self):
+        service.Service.stopService(self)
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()

@@ -1,0 +1,191 @@
+"""
+The twistd plugin's options and service: C{twistd -n sockservice ...}.
+"""
+
+import ipaddress
+import sys
+
+from twisted.application import service
+from twisted.internet import endpoints
+from twisted.logger import Logger
+from twisted.python import usage
+
+from sockservice.collect import CollectFactory
+from sockservice.foldinglog import FoldingLog
+from sockservice.greet import GreetFactory
+from sockservice.hub import LocalHub
+from sockservice.listening import ListeningService
+from sockservice.relay import RelayFactory
+
+MODES = ("greet", "collect", "relay")
+DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
+MODE_OPTIONS = {"ack": ("greet",), "count": ("collect",), "log-messages": ("relay",)}
+
+
+def _integer(name, low, high=None):
+    """
+    An option coercer accepting whole numbers in [low, high], naming the
+    option in its error.
+    """
+
+    def coerce(value):
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or number < low or (high is not None and number > high):
+            bound = f"from {low} to {high}" if high is not None else f"of {low} or more"
+            raise ValueError(f"--{name} must be a whole number {bound}, not {value!r}")
+        return number
+
+    coerce.coerceDoc = f"({low}-{high})" if high is not None else f"({low} or more)"
+    return coerce
+
+
+def _lineText(name, value):
+    """
+    Encode a greeting or ack as one UTF-8 line (with its LF).
+    """
+    if "\n" in value or "\r" in value:
+        raise usage.UsageError(f"--{name} must be one line, without CR or LF")
+    try:
+        return value.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        raise usage.UsageError(f"--{name} is not valid UTF-8 text") from None
+
+
+class Options(usage.Options):
+    """
+    C{twistd sockservice} options. Usage errors end the command with one line
+    on stderr and exit status 2, never a traceback.
+    """
+
+    synopsis = "[--mode greet|collect|relay] [--port 12345] [options]"
+    longdesc = (
+        "Serve the line protocols of the PHP socket tutorials: greet answers "
+        "every line with an ack, collect takes one message from each of "
+        "--count connections and exits, relay passes every line to every "
+        "other client."
+    )
+
+    optParameters = [
+        ["mode", "m", "greet", "greet, collect or relay."],
+        ["port", "p", None, "TCP port to listen on, 0 for any free one [default: 12345]",
+         _integer("port", 0, 65535)],
+        ["interface", "i", None,
+         "Address to listen on [default: 0.0.0.0, every IPv4 address]."],
+        ["greeting", None, None,
+         "Line sent on connect; '' sends nothing "
+         "[default: 'connect' in greet, '测试成功！' in collect, none in relay]."],
+        ["ack", None, None,
+         "greet: line sent for each line received [default: 'Information Received']."],
+        ["count", None, None, "collect: connections to serve before exiting [default: 5]",
+         _integer("count", 1)],
+        ["max-line", None, 65536, "Longest line accepted, in bytes",
+         _integer("max-line", 1)],
+    ]
+    optFlags = [
+        ["log-messages", None, "relay: log every relayed line (off: only connections)."],
+    ]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["listen"] = []
+
+    def opt_listen(self, description):
+        """Endpoint to listen on (tcp:, tcp6:, ssl:, unix:, systemd:); may repeat; replaces --port and --interface."""
+        self["listen"].append(description)
+
+    def parseOptions(self, options=None):
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            problem = str(e).removeprefix("Parameter type enforcement failed: ")
+            sys.stderr.write(
+                f"twistd sockservice: {problem} (see twistd sockservice --help)\n"
+            )
+            raise SystemExit(2)
+
+    def postOptions(self):
+        mode = self["mode"]
+        if mode not in MODES:
+            raise usage.UsageError(
+                f"unknown --mode {mode!r}: choose greet, collect or relay"
+            )
+        for option, modes in MODE_OPTIONS.items():
+            if self[option] not in (None, 0) and mode not in modes:
+                raise usage.UsageError(f"--{option} applies only to --mode {modes[0]}")
+        if self["count"] is None:
+            self["count"] = 5
+        if self["ack"] is None:
+            self["ack"] = "Information Received"
+        greeting = self["greeting"]
+        if greeting is None:
+            greeting = DEFAULT_GREETINGS[mode]
+        self["greetingLine"] = _lineText("greeting", greeting) if greeting else b""
+        self["ackLine"] = _lineText("ack", self["ack"])
+        self["endpoints"] = self._endpoints()
+
+    def _endpoints(self):
+        if self["listen"]:
+            if self["port"] is not None or self["interface"] is not None:
+                raise usage.UsageError(
+                    "--listen replaces --port and --interface: give one or the other"
+                )
+            from twisted.internet import reactor
+
+            for description in self["listen"]:
+                try:
+                    endpoints.serverFromString(reactor, description)
+                except Exception as e:
+                    raise usage.UsageError(
+                        f"--listen {description!r} is not a usable endpoint: {e}"
+                    ) from None
+            return list(self["listen"])
+        port = 12345 if self["port"] is None else self["port"]
+        interface = self["interface"] or "0.0.0.0"
+        try:
+            ipaddress.ip_address(interface)
+        except ValueError:
+            raise usage.UsageError(
+                f"--interface must be an IP address, not {interface!r}"
+            ) from None
+        return [f"tcp:{port}:interface={endpoints.quoteStringArgument(interface)}"]
+
+
+def makeFactory(options, reactor):
+    """
+    Build the factory of the chosen mode.
+    """
+    log = FoldingLog(Logger(namespace="sockservice"), reactor)
+    common = dict(log=log, maxLine=options["max-line"], greeting=options["greetingLine"])
+    mode = options["mode"]
+    if mode == "greet":
+        return GreetFactory(ack=options["ackLine"], **common)
+    if mode == "collect":
+        return CollectFactory(count=options["count"], **common)
+    return RelayFactory(hub=LocalHub(), logMessages=options["log-messages"], **common)
+
+
+def makeService(options, reactor=None):
+    """
+    A L{service.MultiService} listening on every endpoint with one factory.
+    In collect mode it stops listening once the count is reached and stops
+    the reactor (twistd exits 0) when the last connection has closed.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    factory = makeFactory(options, reactor)
+    top = service.MultiService()
+    listeners = []
+    for description in options["endpoints"]:
+        endpoint = endpoints.serverFromString(reactor, description)
+        listener = ListeningService(endpoint, description, factory)
+        listener.setServiceParent(top)
+        listeners.append(listener)
+    if options["mode"] == "collect":
+        factory.allAccepted.addCallback(
+            lambda _: [listener.stopService() for listener in listeners]
+        )
+        factory.finished.addCallback(lambda _: reactor.stop())
+    return top

@@ -1,0 +1,168 @@
+"""
+greet mode on a string transport: the seed 000 exchange, byte for byte.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sockservice.greet import GreetFactory
+from tests.support import CapturedLog, connect, disconnect, received
+
+ACK = b"Information Received\n"
+
+
+class GreetProtocolTests(SynchronousTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.factory = GreetFactory(self.captured.log)
+
+    def test_greetingOnConnect(self):
+        proto, transport = connect(self.factory)
+        self.assertEqual(transport.value(), b"connect\n")
+
+    def test_seedClientExchange(self):
+        """
+        The seed 000 client reads the greeting, writes C{SOME DATA\\n} and
+        reads C{Information Received\\n}.
+        """
+        proto, transport = connect(self.factory)
+        self.assertEqual(received(transport), b"connect\n")
+        proto.dataReceived(b"SOME DATA\n")
+        self.assertEqual(received(transport), ACK)
+        self.assertFalse(transport.disconnecting)
+
+    def test_crlfLine(self):
+        proto, transport = connect(self.factory)
+        received(transport)
+        proto.dataReceived(b"SOME DATA\r\n")
+        self.assertEqual(received(transport), ACK)
+
+    def test_pipelinedLinesInOneRead(self):
+        proto, transport = connect(self.factory)
+        received(transport)
+        proto.dataReceived(b"one\ntwo\r\nthree\n")
+        self.assertEqual(received(transport), ACK * 3)
+
+    def test_partialLineWaitsForLF(self):
+        proto, transport = connect(self.factory)
+        received(transport)
+        proto.dataReceived(b"SOME ")
+        proto.dataReceived(b"DATA\r")
+        self.assertEqual(received(transport), b"")
+        proto.dataReceived(b"\nnext")
+        self.assertEqual(received(transport), ACK)
+        proto.dataReceived(b"\n")
+        self.assertEqual(received(transport), ACK)
+
+    def test_byteByByte(self):
+        proto, transport = connect(self.factory)
+        received(transport)
+        for byte in b"a\nbb\r\n":
+            proto.dataReceived(bytes([byte]))
+        self.assertEqual(received(transport), ACK * 2)
+
+    def test_emptyLineIsALine(self):
+        proto, transport = connect(self.factory)
+        received(transport)
+        proto.dataReceived(b"\n\r\n")
+        self.assertEqual(received(transport), ACK * 2)
+
+    def test_customGreetingAndAck(self):
+        factory = GreetFactory(
+            self.captured.log, greeting="你好\n".encode(), ack="收到\n".encode()
+        )
+        proto, transport = connect(factory)
+        proto.dataReceived(b"x\n")
+        self.assertEqual(transport.value(), "你好\n收到\n".encode())
+
+    def test_noGreeting(self):
+        factory = GreetFactory(self.captured.log, greeting=b"")
+        proto, transport = connect(factory)
+        self.assertEqual(transport.value(), b"")
+        proto.dataReceived(b"x\n")
+        self.assertEqual(transport.value(), ACK)
+
+    def test_clientCloseLeavesConnectionToClient(self):
+        """
+        The server never closes a greet connection; the client does.
+        """
+        proto, transport = connect(self.factory)
+        proto.dataReceived(b"a\nb\n")
+        self.assertFalse(transport.disconnecting)
+        disconnect(proto)
+        self.assertEqual(
+            self.captured.messages(),
+            [
+                "connection opened: 127.0.0.1:5000",
+                "Buffer: a (from 127.0.0.1:5000)",
+                "Buffer: b (from 127.0.0.1:5000)",
+                "connection closed: 127.0.0.1:5000 (Connection was closed cleanly.)",
+            ],
+        )
+
+    def test_logDecodesForDisplayOnly(self):
+        """
+        Messages are logged without their line ending, undecodable bytes
+        replaced; the ack is unaffected.
+        """
+        proto, transport = connect(self.factory)
+        received(transport)
+        proto.dataReceived(b"caf\xc3\xa9 \xff\r\n")
+        self.assertEqual(received(transport), ACK)
+        self.assertEqual(
+            self.captured.messages()[-1], "Buffer: café \ufffd (from 127.0.0.1:5000)"
+        )
+        self.assertEqual(self.captured.events[-1]["peer"], "127.0.0.1:5000")
+
+
+class GreetLogFoldingTests(SynchronousTestCase):
+    """
+    Past the log budget, messages fold into a periodic summary; acks never
+    depend on logging.
+    """
+
+    def test_foldsPastBudget(self):
+        captured = CapturedLog(budget=3)
+        proto, transport = connect(GreetFactory(captured.log))
+        received(transport)
+        proto.dataReceived(b"a\nbb\nccc\r\ndddd\n")
+        self.assertEqual(received(transport), ACK * 4)
+        self.assertEqual(
+            captured.messages(),
+            [
+                "connection opened: 127.0.0.1:5000",
+                "Buffer: a (from 127.0.0.1:5000)",
+                "Buffer: bb (from 127.0.0.1:5000)",
+            ],
+        )
+        proto.dataReceived(b"e\n")
+        self.assertEqual(received(transport), ACK)
+        captured.clock.advance(1)
+        self.assertEqual(
+            captured.messages()[3:],
+            ["not logged one by one in the last 1s: received 3 (12 bytes)"],
+        )
+        self.assertEqual(captured.events[-1]["folded"], {"received": 3})
+        self.assertEqual(captured.events[-1]["foldedBytes"], {"received": 12})
+        proto.dataReceived(b"f\n")
+        self.assertEqual(captured.messages()[-1], "Buffer: f (from 127.0.0.1:5000)")
+
+    def test_nothingFoldedNoSummary(self):
+        captured = CapturedLog(budget=10)
+        proto, transport = connect(GreetFactory(captured.log))
+        proto.dataReceived(b"a\n")
+        captured.clock.advance(5)
+        self.assertEqual(len(captured.events), 2)
+        self.assertEqual(captured.clock.getDelayedCalls(), [])
+
+    def test_stopFactoryFlushes(self):
+        captured = CapturedLog(budget=1)
+        factory = GreetFactory(captured.log)
+        factory.doStart()
+        proto, transport = connect(factory)
+        proto.dataReceived(b"a\nb\n")
+        factory.doStop()
+        self.assertEqual(
+            captured.messages()[-1],
+            "not logged one by one in the last 1s: received 2 (4 bytes)",
+        )
+        self.assertEqual(captured.clock.getDelayedCalls(), [])

@@ -1,0 +1,136 @@
+"""
+relay mode on string transports: every line to every other client, byte for
+byte, in order, never echoed.
+"""
+
+from twisted.internet.error import ConnectionLost
+from twisted.trial.unittest import SynchronousTestCase
+
+from sockservice.hub import LocalHub
+from sockservice.relay import RelayFactory
+from tests.support import CapturedLog, connect, disconnect, received
+
+
+class Member:
+    def __init__(self):
+        self.got = []
+
+    def deliver(self, data):
+        self.got.append(data)
+
+
+class LocalHubTests(SynchronousTestCase):
+    def test_publishToOthersInJoinOrder(self):
+        hub = LocalHub()
+        a, b, c = Member(), Member(), Member()
+        order = []
+        for member in (a, b, c):
+            hub.join(member)
+            member.deliver = lambda data, m=member: order.append((m, data))
+        hub.publish(b, b"x\n")
+        self.assertEqual(order, [(a, b"x\n"), (c, b"x\n")])
+
+    def test_leave(self):
+        hub = LocalHub()
+        a, b = Member(), Member()
+        hub.join(a)
+        hub.join(b)
+        hub.leave(b)
+        hub.leave(b)
+        hub.publish(a, b"x\n")
+        hub.publish(None, b"y\n")
+        self.assertEqual((a.got, b.got), ([b"y\n"], []))
+
+
+class RelayProtocolTests(SynchronousTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.hub = LocalHub()
+        self.factory = RelayFactory(self.captured.log, self.hub)
+        self.a, self.ta = connect(self.factory, 5001)
+        self.b, self.tb = connect(self.factory, 5002)
+        self.c, self.tc = connect(self.factory, 5003)
+
+    def assertReceived(self, a, b, c):
+        self.assertEqual(
+            (received(self.ta), received(self.tb), received(self.tc)), (a, b, c)
+        )
+
+    def test_nothingOnConnect(self):
+        self.assertReceived(b"", b"", b"")
+
+    def test_lineToEveryOtherClient(self):
+        self.a.dataReceived(b"hello\n")
+        self.assertReceived(b"", b"hello\n", b"hello\n")
+        self.b.dataReceived(b"hi A\r\n")
+        self.assertReceived(b"hi A\r\n", b"", b"hi A\r\n")
+
+    def test_bytesUntouched(self):
+        """
+        GBK, CRLF and every byte value but LF pass through exactly.
+        """
+        gbk = "你好，世界".encode("gbk") + b"\r\n"
+        binary = bytes(range(256)).replace(b"\n", b"") + b"\n"
+        self.a.dataReceived(gbk + binary)
+        self.assertReceived(b"", gbk + binary, gbk + binary)
+
+    def test_orderKept(self):
+        for chunk in (b"1\n2", b"\n3\n", b"4", b"\n"):
+            self.a.dataReceived(chunk)
+        self.c.dataReceived(b"c\n")
+        self.assertReceived(b"c\n", b"1\n2\n3\n4\nc\n", b"1\n2\n3\n4\n")
+
+    def test_partialLineWaits(self):
+        self.a.dataReceived(b"par")
+        self.assertReceived(b"", b"", b"")
+        self.a.dataReceived(b"tial\r\n")
+        self.assertReceived(b"", b"partial\r\n", b"partial\r\n")
+
+    def test_lastPartialLineDeliveredAtDisconnect(self):
+        self.a.dataReceived(b"one\nbye")
+        disconnect(self.a)
+        self.assertReceived(b"", b"one\nbye\n", b"one\nbye\n")
+        self.b.dataReceived(b"gone?\n")
+        self.assertReceived(b"", b"", b"gone?\n")
+
+    def test_resetMidStreamDisturbsNobody(self):
+        self.a.dataReceived(b"x\n")
+        disconnect(self.b, ConnectionLost)
+        self.a.dataReceived(b"y\n")
+        self.c.dataReceived(b"z\n")
+        self.assertReceived(b"z\n", b"x\n", b"x\ny\n")
+
+    def test_longLineRefusedOthersUnaffected(self):
+        factory = RelayFactory(self.captured.log, LocalHub(), maxLine=5)
+        a, ta = connect(factory, 6001)
+        b, tb = connect(factory, 6002)
+        a.dataReceived(b"ok\n" + b"x" * 9)
+        self.assertEqual(received(ta), b"ERROR line too long\n")
+        self.assertTrue(ta.disconnecting)
+        disconnect(a)
+        self.assertEqual(received(tb), b"ok\n")
+        b.dataReceived(b"still\n")
+        self.assertEqual(received(tb), b"")
+
+    def test_greeting(self):
+        factory = RelayFactory(self.captured.log, LocalHub(), greeting=b"welcome\n")
+        a, ta = connect(factory)
+        self.assertEqual(ta.value(), b"welcome\n")
+
+    def test_contentsNotLoggedByDefault(self):
+        self.a.dataReceived(b"secret\n")
+        disconnect(self.a)
+        self.assertEqual(
+            self.captured.messages()[3:],
+            ["connection closed: 127.0.0.1:5001 (Connection was closed cleanly.)"],
+        )
+
+    def test_contentsLoggedWhenAsked(self):
+        captured = CapturedLog()
+        factory = RelayFactory(captured.log, LocalHub(), logMessages=True)
+        a, ta = connect(factory)
+        a.dataReceived(b"one\r\ntwo\n")
+        self.assertEqual(
+            captured.messages()[1:],
+            ["relayed one (from 127.0.0.1:5000)", "relayed two (from 127.0.0.1:5000)"],
+        )
