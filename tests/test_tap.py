@@ -1,0 +1,215 @@
+"""
+The plugin's options and the service they build.
+"""
+
+import io
+import sys
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+
+from sockservice.collect import CollectFactory
+from sockservice.greet import GreetFactory
+from sockservice.relay import RelayFactory
+from sockservice.tap import Options, makeService
+from tests.support import connect, disconnect
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def setUp(self):
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+
+    def assertUsageError(self, argv, message):
+        """
+        A bad command line ends with exit status 2 and exactly one line on
+        stderr.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            parse(*argv)
+        self.assertEqual(caught.exception.code, 2)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            f"twistd sockservice: {message} (see twistd sockservice --help)\n",
+        )
+
+    def test_defaults(self):
+        options = parse()
+        self.assertEqual(options["mode"], "greet")
+        self.assertEqual(options["endpoints"], ["tcp:12345:interface=0.0.0.0"])
+        self.assertEqual(options["greetingLine"], b"connect\n")
+        self.assertEqual(options["ackLine"], b"Information Received\n")
+        self.assertEqual(options["max-line"], 65536)
+        self.assertEqual(options["count"], 5)
+
+    def test_modeGreetings(self):
+        self.assertEqual(parse("--mode", "collect")["greetingLine"], "测试成功！\n".encode())
+        self.assertEqual(parse("--mode", "relay")["greetingLine"], b"")
+        self.assertEqual(parse("-m", "relay", "--greeting", "hi")["greetingLine"], b"hi\n")
+        self.assertEqual(parse("--greeting", "")["greetingLine"], b"")
+
+    def test_utf8Text(self):
+        options = parse("--greeting", "你好", "--ack", "收到 ✓")
+        self.assertEqual(options["greetingLine"], "你好\n".encode())
+        self.assertEqual(options["ackLine"], "收到 ✓\n".encode())
+
+    def test_portAndInterface(self):
+        self.assertEqual(
+            parse("--port", "8000", "--interface", "127.0.0.1")["endpoints"],
+            ["tcp:8000:interface=127.0.0.1"],
+        )
+        self.assertEqual(
+            parse("-p", "0", "-i", "::1")["endpoints"], ["tcp:0:interface=\\:\\:1"]
+        )
+
+    def test_listenRepeats(self):
+        options = parse("--listen", "tcp:1234", "--listen", "tcp6:port=1235:interface=\\:\\:1")
+        self.assertEqual(options["endpoints"], ["tcp:1234", "tcp6:port=1235:interface=\\:\\:1"])
+
+    def test_countAndMaxLine(self):
+        options = parse("--mode", "collect", "--count", "1", "--max-line", "10")
+        self.assertEqual((options["count"], options["max-line"]), (1, 10))
+
+    def test_unknownMode(self):
+        self.assertUsageError(
+            ["--mode", "chat"], "unknown --mode 'chat': choose greet, collect or relay"
+        )
+
+    def test_badPort(self):
+        for value in ("99999", "-1", "http", ""):
+            self.stderr.truncate(0)
+            self.stderr.seek(0)
+            self.assertUsageError(
+                ["--port", value],
+                f"--port must be a whole number from 0 to 65535, not {value!r}",
+            )
+
+    def test_badCount(self):
+        self.assertUsageError(
+            ["--mode", "collect", "--count", "0"],
+            "--count must be a whole number of 1 or more, not '0'",
+        )
+
+    def test_badMaxLine(self):
+        self.assertUsageError(
+            ["--max-line", "1k"], "--max-line must be a whole number of 1 or more, not '1k'"
+        )
+
+    def test_badInterface(self):
+        self.assertUsageError(
+            ["--interface", "example.com"],
+            "--interface must be an IP address, not 'example.com'",
+        )
+
+    def test_badListen(self):
+        self.assertUsageError(
+            ["--listen", "nope:1"],
+            "--listen 'nope:1' is not a usable endpoint: Unknown endpoint type: 'nope'",
+        )
+
+    def test_listenWithPort(self):
+        self.assertUsageError(
+            ["--listen", "tcp:1", "--port", "2"],
+            "--listen replaces --port and --interface: give one or the other",
+        )
+
+    def test_multilineGreeting(self):
+        self.assertUsageError(
+            ["--greeting", "a\nb"], "--greeting must be one line, without CR or LF"
+        )
+
+    def test_undecodableAck(self):
+        self.assertUsageError(
+            ["--ack", "caf\udce9"], "--ack is not valid UTF-8 text"
+        )
+
+    def test_optionOfAnotherMode(self):
+        self.assertUsageError(["--count", "3"], "--count applies only to --mode collect")
+        self.stderr.truncate(0)
+        self.stderr.seek(0)
+        self.assertUsageError(
+            ["--mode", "relay", "--ack", "ok"], "--ack applies only to --mode greet"
+        )
+        self.stderr.truncate(0)
+        self.stderr.seek(0)
+        self.assertUsageError(["--log-messages"], "--log-messages applies only to --mode relay")
+
+    def test_unknownOption(self):
+        self.assertUsageError(["--bogus"], "option --bogus not recognized")
+
+
+class PluginTests(SynchronousTestCase):
+    def test_listed(self):
+        import twisted.plugins
+
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
+        self.assertIn("sockservice", makers)
+        self.assertIs(makers["sockservice"].options, Options)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def start(self, *argv):
+        self.reactor = MemoryReactorClock()
+        service = makeService(parse(*argv), reactor=self.reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def test_greetListens(self):
+        self.start("--port", "4321", "--interface", "127.0.0.1", "--max-line", "7")
+        [(port, factory, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (4321, "127.0.0.1"))
+        self.assertIsInstance(factory, GreetFactory)
+        self.assertEqual(factory.maxLine, 7)
+
+    def test_oneFactoryOnEveryEndpoint(self):
+        self.start("--mode", "relay", "--listen", "tcp:1", "--listen", "tcp:2")
+        factories = [server[1] for server in self.reactor.tcpServers]
+        self.assertEqual([server[0] for server in self.reactor.tcpServers], [1, 2])
+        self.assertIsInstance(factories[0], RelayFactory)
+        self.assertIs(factories[0], factories[1])
+
+    def test_collectStopsListeningThenReactor(self):
+        """
+        At the count the listeners stop; when the last connection closes
+        the reactor stops, so twistd exits 0.
+        """
+        service = self.start("--mode", "collect", "--count", "1")
+        factory = self.reactor.tcpServers[0][1]
+        self.assertIsInstance(factory, CollectFactory)
+        [listener] = list(service)
+        self.assertIsNotNone(listener.port)
+        proto, transport = connect(factory)
+        self.assertIsNone(listener.port)
+        self.assertFalse(listener.running)
+        self.assertFalse(self.reactor.hasStopped)
+        proto.dataReceived(b"done\n")
+        disconnect(proto)
+        self.assertTrue(self.reactor.hasStopped)
+
+    def test_cannotListen(self):
+        """
+        A port in use ends startup with one line on stderr and status 1.
+        """
+        stderr = io.StringIO()
+        self.patch(sys, "__stderr__", stderr)
+        error = CannotListenError("0.0.0.0", 12345, OSError(98, "Address already in use"))
+        service = makeService(parse(), reactor=RaisingMemoryReactor(listenException=error))
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertEqual(caught.exception.code, 1)
+        self.assertEqual(
+            stderr.getvalue(),
+            "sockservice: cannot listen on tcp:12345:interface=0.0.0.0: "
+            "Address already in use\n",
+        )
