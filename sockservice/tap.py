@@ -157,7 +157,7 @@ def makeFactory(options, reactor):
     """
     Build the factory of the chosen mode.
     """
-    log = FoldingLog(Logger(namespace="sockservice"), reactor)
+    log = FoldingLog(Logger(namespace=f"sockservice.{options['mode']}"), reactor)
     common = dict(log=log, maxLine=options["max-line"], greeting=options["greetingLine"])
     mode = options["mode"]
     if mode == "greet":
