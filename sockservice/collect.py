@@ -49,7 +49,6 @@ class CollectFactory(LineFactory):
                  count=5):
         super().__init__(log, maxLine, greeting)
         self.remaining = count
-        self.open = 0
         self.allAccepted = Deferred()
         self.finished = Deferred()
 
@@ -57,13 +56,11 @@ class CollectFactory(LineFactory):
         if not self.remaining:
             return None
         self.remaining -= 1
-        self.open += 1
         if not self.remaining:
             self.allAccepted.callback(None)
         return LineFactory.buildProtocol(self, addr)
 
     def connectionClosed(self, proto, reason):
         LineFactory.connectionClosed(self, proto, reason)
-        self.open -= 1
-        if not self.remaining and not self.open:
+        if not self.remaining and not self.protocols:
             self.finished.callback(None)

@@ -125,6 +125,7 @@ class LineFactory(protocol.Factory):
     and the greeting sent on connect.
 
     @ivar greeting: bytes sent on connect (already ending in LF), or C{b""}.
+    @ivar protocols: the connected protocols.
     """
 
     noisy = False
@@ -134,13 +135,16 @@ class LineFactory(protocol.Factory):
         self.log = log
         self.maxLine = maxLine
         self.greeting = greeting
+        self.protocols = set()
 
     def connectionOpened(self, proto):
+        self.protocols.add(proto)
         self.log.info("opened", "connection opened: {peer}", peer=proto.peer)
         if self.greeting:
             proto.transport.write(self.greeting)
 
     def connectionClosed(self, proto, reason):
+        self.protocols.discard(proto)
         self.log.info(
             "closed",
             "connection closed: {peer} ({reason})",
