@@ -60,6 +60,13 @@ class CollectFactory(LineFactory):
             self.allAccepted.callback(None)
         return LineFactory.buildProtocol(self, addr)
 
+    def connectionOpened(self, proto):
+        # The port stops listening on the next reactor iteration; writing
+        # through the transport's queue sends the greeting after that, so no
+        # client sees its greeting while one more could still connect.
+        proto.send = proto.transport.write
+        LineFactory.connectionOpened(self, proto)
+
     def connectionClosed(self, proto, reason):
         LineFactory.connectionClosed(self, proto, reason)
         if not self.remaining and not self.protocols:

@@ -12,7 +12,7 @@ class GreetProtocol(LineProtocol):
 
     def linesReceived(self, chunk):
         count = chunk.count(b"\n")
-        self.transport.write(self.factory.ack * count)
+        self.send(self.factory.ack * count)
         self.factory.logMessages(self, chunk, count)
 
 

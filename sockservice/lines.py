@@ -7,6 +7,7 @@ from twisted.internet import protocol
 from twisted.protocols.basic import LineReceiver
 
 from sockservice.addresses import describeAddress
+from sockservice.directwrite import directWriter
 
 LINE_TOO_LONG = b"ERROR line too long\n"
 
@@ -36,6 +37,8 @@ class LineProtocol(LineReceiver):
     whole read with one write instead of one write per line.
 
     @ivar peer: the peer's address as logged.
+    @ivar send: writes bytes to the transport, straight to the socket when
+        it can (L{directWriter}).
     """
 
     delimiter = b"\n"
@@ -44,6 +47,7 @@ class LineProtocol(LineReceiver):
 
     def connectionMade(self):
         self.MAX_LENGTH = self.factory.maxLine
+        self.send = directWriter(self.transport)
         self.peer = describeAddress(self.transport.getPeer())
         self.factory.connectionOpened(self)
 
@@ -141,7 +145,7 @@ class LineFactory(protocol.Factory):
         self.protocols.add(proto)
         self.log.info("opened", "connection opened: {peer}", peer=proto.peer)
         if self.greeting:
-            proto.transport.write(self.greeting)
+            proto.send(self.greeting)
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)

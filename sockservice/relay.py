@@ -27,7 +27,7 @@ class RelayProtocol(LineProtocol):
         LineProtocol.connectionLost(self, reason)
 
     def deliver(self, data):
-        self.transport.write(data)
+        self.send(data)
 
 
 class RelayFactory(LineFactory):
