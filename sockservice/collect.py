@@ -17,6 +17,14 @@ class CollectProtocol(LineProtocol):
 
     collected = False
 
+    def send(self, data):
+        """
+        Queue C{data} on the transport. The port stops listening on the next
+        reactor iteration and queued bytes leave after that, so no client is
+        greeted while one more could still connect.
+        """
+        self.transport.write(data)
+
     def linesReceived(self, chunk):
         self._collect(chunk[: chunk.index(b"\n") + 1])
         self.transport.loseConnection()
@@ -59,13 +67,6 @@ class CollectFactory(LineFactory):
         if not self.remaining:
             self.allAccepted.callback(None)
         return LineFactory.buildProtocol(self, addr)
-
-    def connectionOpened(self, proto):
-        # The port stops listening on the next reactor iteration; writing
-        # through the transport's queue sends the greeting after that, so no
-        # client sees its greeting while one more could still connect.
-        proto.send = proto.transport.write
-        LineFactory.connectionOpened(self, proto)
 
     def connectionClosed(self, proto, reason):
         LineFactory.connectionClosed(self, proto, reason)

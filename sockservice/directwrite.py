@@ -9,46 +9,38 @@ without either; whatever the socket does not take is queued as usual.
 from twisted.internet import tcp
 
 
-def _direct(transport):
+def noDelay(transport):
     """
-    Whether C{transport} is a plain socket connection a send may bypass: not
-    TLS (whose bytes are encrypted by the transport's own write).
+    Turn Nagle's algorithm off on a socket connection (a no-op on UNIX
+    sockets), so small replies are not held back waiting for an ACK.
     """
-    return isinstance(transport, tcp.Connection) and not transport.TLS
+    if isinstance(transport, tcp.Connection):
+        transport.setTcpNoDelay(True)
 
 
-def directWriter(transport):
+def writeNow(transport, data):
     """
-    Return a callable that writes bytes to C{transport}: straight to the
-    socket while nothing is queued on it, else (and for any other transport:
-    TLS, a test's string transport) through C{transport.write}. It also
-    turns Nagle's algorithm off (a no-op on UNIX sockets), so small replies
-    are not held back.
+    Write C{data} to C{transport}: straight to the socket of a plain TCP or
+    UNIX connection with nothing queued, else through C{transport.write}
+    (TLS, which encrypts in its own write; a connection closing or closed;
+    a test's string transport). What the socket does not take is queued.
     """
-    if not _direct(transport):
-        return transport.write
-    transport.setTcpNoDelay(True)
-    send = transport.socket.send
-    queue = transport.write
-
-    def write(data):
-        if (
-            transport.dataBuffer
-            or transport._tempDataBuffer
-            or transport.disconnecting
-            or transport._writeDisconnecting
-            or not transport.connected
-            or transport.TLS
-        ):
-            queue(data)
-            return
-        try:
-            sent = send(data)
-        except OSError:
-            # EAGAIN, or a broken connection, which the reactor finds and
-            # reports when it writes the queued bytes.
-            sent = 0
-        if sent < len(data):
-            queue(data[sent:])
-
-    return write
+    if (
+        not isinstance(transport, tcp.Connection)
+        or transport.TLS
+        or transport.dataBuffer
+        or transport._tempDataBuffer
+        or transport.disconnecting
+        or transport._writeDisconnecting
+        or not transport.connected
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except OSError:
+        # EAGAIN, or a broken connection, which the reactor finds and
+        # reports when it writes the queued bytes.
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:])

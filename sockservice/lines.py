@@ -7,7 +7,7 @@ from twisted.internet import protocol
 from twisted.protocols.basic import LineReceiver
 
 from sockservice.addresses import describeAddress
-from sockservice.directwrite import directWriter
+from sockservice.directwrite import noDelay, writeNow
 
 LINE_TOO_LONG = b"ERROR line too long\n"
 
@@ -37,8 +37,6 @@ class LineProtocol(LineReceiver):
     whole read with one write instead of one write per line.
 
     @ivar peer: the peer's address as logged.
-    @ivar send: writes bytes to the transport, straight to the socket when
-        it can (L{directWriter}).
     """
 
     delimiter = b"\n"
@@ -47,12 +45,18 @@ class LineProtocol(LineReceiver):
 
     def connectionMade(self):
         self.MAX_LENGTH = self.factory.maxLine
-        self.send = directWriter(self.transport)
+        noDelay(self.transport)
         self.peer = describeAddress(self.transport.getPeer())
         self.factory.connectionOpened(self)
 
     def connectionLost(self, reason):
         self.factory.connectionClosed(self, reason)
+
+    def send(self, data):
+        """
+        Write C{data}, straight to the socket when nothing is queued.
+        """
+        writeNow(self.transport, data)
 
     def dataReceived(self, data):
         if self.transport.disconnecting:

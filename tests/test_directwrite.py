@@ -28,7 +28,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sockservice.directwrite import directWriter
+from sockservice.directwrite import noDelay, writeNow
 from tests.realserver import Peer, startTwistd
 
 BIG = bytes(range(256)) * 16384
@@ -107,15 +107,14 @@ class DirectWriterTests(SynchronousTestCase):
         and the reactor is never asked to watch for writability.
         """
         transport, reactor, client = serve(self)
-        write = directWriter(transport)
-        write(b"hello\n")
+        writeNow(transport, b"hello\n")
         self.assertEqual(readAvailable(client), b"hello\n")
         self.assertNotIn(transport, reactor.getWriters())
 
     def test_noDelay(self):
         transport, reactor, client = serve(self)
         self.assertFalse(transport.getTcpNoDelay())
-        directWriter(transport)
+        noDelay(transport)
         self.assertTrue(transport.getTcpNoDelay())
 
     def test_queuedDataGoesFirst(self):
@@ -123,9 +122,8 @@ class DirectWriterTests(SynchronousTestCase):
         Bytes queued by C{transport.write} leave before later ones.
         """
         transport, reactor, client = serve(self)
-        write = directWriter(transport)
         transport.write(b"one\n")
-        write(b"two\n")
+        writeNow(transport, b"two\n")
         self.assertEqual(readAvailable(client), b"")
         self.assertIn(transport, reactor.getWriters())
         self.assertEqual(drain(transport, client, 8), b"one\ntwo\n")
@@ -138,12 +136,11 @@ class DirectWriterTests(SynchronousTestCase):
         """
         transport, reactor, client = serve(self)
         transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        write = directWriter(transport)
-        write(BIG)
+        writeNow(transport, BIG)
         queued = len(transport.dataBuffer) + transport._tempDataLen
         self.assertTrue(0 < queued < len(BIG), queued)
         self.assertIn(transport, reactor.getWriters())
-        write(b"after\n")
+        writeNow(transport, b"after\n")
         self.assertEqual(transport._tempDataLen, queued + 6)
         self.assertEqual(drain(transport, client, len(BIG) + 6), BIG + b"after\n")
 
@@ -152,9 +149,8 @@ class DirectWriterTests(SynchronousTestCase):
         When the socket takes nothing (C{EAGAIN}), everything is queued.
         """
         transport, reactor, client = serve(self)
-        write = directWriter(transport)
         filled = fillSendBuffer(transport)
-        write(b"after\n")
+        writeNow(transport, b"after\n")
         self.assertEqual(transport._tempDataBuffer, [b"after\n"])
         self.assertIn(transport, reactor.getWriters())
         self.assertEqual(drain(transport, client, len(filled) + 6), filled + b"after\n")
@@ -165,9 +161,8 @@ class DirectWriterTests(SynchronousTestCase):
         close.
         """
         transport, reactor, client = serve(self)
-        write = directWriter(transport)
         transport.loseConnection()
-        write(b"last\n")
+        writeNow(transport, b"last\n")
         self.assertEqual(transport._tempDataBuffer, [b"last\n"])
         self.assertIs(transport.doWrite(), main.CONNECTION_DONE)
         self.assertEqual(readAvailable(client), b"last\n")
@@ -178,9 +173,8 @@ class DirectWriterTests(SynchronousTestCase):
         drops them.
         """
         transport, reactor, client = serve(self)
-        write = directWriter(transport)
         transport.connectionLost(Failure(ConnectionDone()))
-        write(b"gone\n")
+        writeNow(transport, b"gone\n")
         self.assertEqual(transport._tempDataBuffer, [])
         self.assertEqual(readAvailable(client), b"")
 
@@ -190,10 +184,9 @@ class DirectWriterTests(SynchronousTestCase):
         queued and the reactor's write finds the connection lost.
         """
         transport, reactor, client = serve(self)
-        write = directWriter(transport)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()
-        write(b"late\n")
+        writeNow(transport, b"late\n")
         self.assertEqual(transport._tempDataBuffer, [b"late\n"])
         self.assertIsInstance(transport.doWrite(), ConnectionLost)
 
@@ -210,8 +203,7 @@ class DirectWriterTests(SynchronousTestCase):
             return server, b"", client
 
         transport, reactor, client = serve(self, unix.Server, unixPair)
-        write = directWriter(transport)
-        write(b"hello\n")
+        writeNow(transport, b"hello\n")
         self.assertEqual(readAvailable(client), b"hello\n")
         self.assertNotIn(transport, reactor.getWriters())
 
@@ -221,7 +213,9 @@ class DirectWriterTests(SynchronousTestCase):
         C{write}.
         """
         transport = StringTransport()
-        self.assertEqual(directWriter(transport), transport.write)
+        noDelay(transport)
+        writeNow(transport, b"hello\n")
+        self.assertEqual(transport.value(), b"hello\n")
 
 
 def selfSignedPEM(testCase):
@@ -265,16 +259,10 @@ class TLSTests(SynchronousTestCase):
     TLS transports encrypt in their own C{write}: nothing may bypass it.
     """
 
-    def test_tlsTransport(self):
+    def test_tls(self):
         transport, reactor, client = serve(self)
         transport.startTLS(serverContext(self))
-        self.assertEqual(directWriter(transport), transport.write)
-
-    def test_tlsStartedLater(self):
-        transport, reactor, client = serve(self)
-        write = directWriter(transport)
-        transport.startTLS(serverContext(self))
-        write(b"secret\n")
+        writeNow(transport, b"secret\n")
         self.assertNotIn(b"secret", readAvailable(client))
 
 
