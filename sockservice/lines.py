@@ -36,18 +36,23 @@ class LineProtocol(LineReceiver):
     complete lines to L{linesReceived} as one chunk, so a mode can answer a
     whole read with one write instead of one write per line.
 
-    @ivar peer: the peer's address as logged.
     """
 
     delimiter = b"\n"
-    peer = None
     refused = False
 
     def connectionMade(self):
         self.MAX_LENGTH = self.factory.maxLine
         noDelay(self.transport)
-        self.peer = describeAddress(self.transport.getPeer())
         self.factory.connectionOpened(self)
+
+    @property
+    def peer(self):
+        """
+        The peer's address as logged; worked out only for events that are
+        logged, not folded.
+        """
+        return describeAddress(self.transport.getPeer())
 
     def connectionLost(self, reason):
         self.factory.connectionClosed(self, reason)
@@ -147,18 +152,23 @@ class LineFactory(protocol.Factory):
 
     def connectionOpened(self, proto):
         self.protocols.add(proto)
-        self.log.info("opened", "connection opened: {peer}", peer=proto.peer)
+        if self.log.take(1):
+            self.log.logger.info("connection opened: {peer}", peer=proto.peer)
+        else:
+            self.log.fold("opened", 1)
         if self.greeting:
             proto.send(self.greeting)
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)
-        self.log.info(
-            "closed",
-            "connection closed: {peer} ({reason})",
-            peer=proto.peer,
-            reason=reason.getErrorMessage(),
-        )
+        if self.log.take(1):
+            self.log.logger.info(
+                "connection closed: {peer} ({reason})",
+                peer=proto.peer,
+                reason=reason.getErrorMessage(),
+            )
+        else:
+            self.log.fold("closed", 1)
 
     def logMessages(self, proto, chunk, count):
         """
@@ -166,6 +176,9 @@ class LineFactory(protocol.Factory):
         it (L{messageFormat}), folding what the log budget cannot take.
         """
         logged = self.log.take(count)
+        if not logged:
+            self.log.fold("received", count, len(chunk))
+            return
         parts = chunk.split(b"\n", logged)
         if logged < count:
             self.log.fold("received", count - logged, len(parts[-1]))
