@@ -42,13 +42,12 @@ class Figure:
     One benchmark: a mode of both servers and the loadgen arguments.
     """
 
-    def __init__(self, name, title, mode, loadgen, target, higherIsBetter=True):
+    def __init__(self, name, title, mode, loadgen, target):
         self.name = name
         self.title = title
         self.mode = mode
         self.loadgen = loadgen
         self.target = target
-        self.higherIsBetter = higherIsBetter
 
 
 LOAD_FIGURES = [
@@ -61,7 +60,7 @@ LOAD_FIGURES = [
     Figure("relay", "relay deliveries/s (50 clients, 10 senders)", "relay",
            ["relay", "-c", "50", "-s", "10", "-w", "16"], 0.35),
 ]
-IDLE = Figure("idle", "memory per idle connection", "greet", None, 2048, False)
+IDLE = Figure("idle", "memory per idle connection", "greet", None, 2048)
 FIGURES = {figure.name: figure for figure in LOAD_FIGURES + [IDLE]}
 C_MODES = {"greet": "ack", "relay": "relay"}
 

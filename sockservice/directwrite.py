@@ -4,6 +4,10 @@ bytes leave on the next reactor iteration, after one C{epoll_ctl} to watch
 for writability and another to stop. When nothing is queued, sending
 straight to the socket puts the same bytes on the wire in the same order
 without either; whatever the socket does not take is queued as usual.
+
+Whether anything is queued is read from the transport's buffers, which are
+not public API: tests/test_directwrite.py checks every case on Twisted's own
+transports, so a change in Twisted shows there first.
 """
 
 from twisted.internet import tcp
