@@ -27,7 +27,9 @@ class RelayProtocol(LineProtocol):
         LineProtocol.connectionLost(self, reason)
 
     def deliver(self, data):
-        self.send(data)
+        # Queued, not sent at once: what several senders publish in one
+        # reactor iteration then leaves in one send per receiver.
+        self.transport.write(data)
 
 
 class RelayFactory(LineFactory):
