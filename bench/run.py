@@ -8,7 +8,7 @@ are compiled with C{gcc -O2} from C{../shared/tools} beside the checkout, or
 from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}.
 
     .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000] [--reactor NAME]
-                                  [--server-args '--workers 2'] [--only greet-1 ...]
+                                  [--server-args '--max-line 1024'] [--only greet-1 ...]
 
 Only figures from one run compare: the machine may be busy with other work.
 """
@@ -87,7 +87,7 @@ def parseArguments(argv):
                              "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout)")
     parser.add_argument("--reactor", help="twistd --reactor for sockservice (e.g. asyncio)")
     parser.add_argument("--server-args", default="",
-                        help="more sockservice options for the greet servers, e.g. '--workers 2'")
+                        help="more sockservice options for the greet servers, e.g. '--max-line 1024'")
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES),
                         help="measure only these figures")
     return parser.parse_args(argv)
@@ -191,9 +191,10 @@ class Server:
 
     def rss(self):
         """
-        Resident memory in bytes of the process and its children (workers).
+        Resident memory of the server process, in bytes.
         """
-        return sum(_rss(pid) for pid in _family(self.process.pid))
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
 
     def stop(self):
         if self.process.poll() is None:
@@ -204,36 +205,6 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-
-
-def _family(pid):
-    """
-    C{pid} and its descendants.
-    """
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    family, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        family.append(current)
-        todo.extend(children.get(current, []))
-    return family
-
-
-def _rss(pid):
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    return int(match.group(1)) * 1024 if match else 0
 
 
 class Bench:
