@@ -10,16 +10,24 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
+from sockservice.auth import TokenGate
 from sockservice.collect import CollectFactory
 from sockservice.foldinglog import FoldingLog
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
+from sockservice.limits import Limits
 from sockservice.listening import ListeningService
 from sockservice.relay import RelayFactory
 
 MODES = ("greet", "collect", "relay")
 DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
-MODE_OPTIONS = {"ack": ("greet",), "count": ("collect",), "log-messages": ("relay",)}
+MODE_OPTIONS = {
+    "ack": ("greet",),
+    "count": ("collect",),
+    "log-messages": ("relay",),
+    "max-buffer": ("relay",),
+    "token-file": ("relay",),
+}
 
 
 def _integer(name, low, high=None):
@@ -83,6 +91,18 @@ class Options(usage.Options):
          _integer("count", 1)],
         ["max-line", None, 65536, "Longest line accepted, in bytes",
          _integer("max-line", 1)],
+        ["idle-timeout", None, 300,
+         "Seconds without a complete line from a client before it is closed; 0: never",
+         _integer("idle-timeout", 0)],
+        ["max-connections", None, 10000, "Connections served at once",
+         _integer("max-connections", 1)],
+        ["max-per-ip", None, 0, "Connections served at once from one address; 0: no limit",
+         _integer("max-per-ip", 0)],
+        ["max-buffer", None, None,
+         "relay: bytes queued for a client that does not read before it is dropped "
+         "[default: 1048576]", _integer("max-buffer", 1)],
+        ["token-file", None, None,
+         "relay: file whose first line clients must send before anything else."],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -119,6 +139,14 @@ class Options(usage.Options):
             self["count"] = 5
         if self["ack"] is None:
             self["ack"] = "Information Received"
+        if self["max-buffer"] is None:
+            self["max-buffer"] = 1 << 20
+        self["gate"] = None
+        if self["token-file"] is not None:
+            try:
+                self["gate"] = TokenGate.fromFile(self["token-file"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
         greeting = self["greeting"]
         if greeting is None:
             greeting = DEFAULT_GREETINGS[mode]
@@ -158,13 +186,24 @@ def makeFactory(options, reactor):
     Build the factory of the chosen mode.
     """
     log = FoldingLog(Logger(namespace=f"sockservice.{options['mode']}"), reactor)
-    common = dict(log=log, maxLine=options["max-line"], greeting=options["greetingLine"])
+    limits = Limits(
+        reactor,
+        idleTimeout=options["idle-timeout"],
+        maxConnections=options["max-connections"],
+        maxPerIP=options["max-per-ip"],
+        maxBuffer=options["max-buffer"],
+    )
+    common = dict(
+        log=log, maxLine=options["max-line"], greeting=options["greetingLine"], limits=limits
+    )
     mode = options["mode"]
     if mode == "greet":
         return GreetFactory(ack=options["ackLine"], **common)
     if mode == "collect":
         return CollectFactory(count=options["count"], **common)
-    return RelayFactory(hub=LocalHub(), logMessages=options["log-messages"], **common)
+    return RelayFactory(
+        hub=LocalHub(), logMessages=options["log-messages"], gate=options["gate"], **common
+    )
 
 
 def makeService(options, reactor=None):
