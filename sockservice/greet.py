@@ -12,10 +12,6 @@ class GreetProtocol(LineProtocol):
     until it does, so its acks cannot pile up in memory.
     """
 
-    def connectionMade(self):
-        LineProtocol.connectionMade(self)
-        self.registerAsProducer()
-
     def pauseProducing(self):
         LineProtocol.pauseProducing(self)
         self.factory.log.info(
@@ -30,6 +26,10 @@ class GreetProtocol(LineProtocol):
         LineProtocol.resumeProducing(self)
 
     def linesReceived(self, chunk):
+        if not self.producing:
+            # Not on connect: TLS pauses its producer until the handshake is
+            # done, and pausing greet stops reading, which stalls the handshake.
+            self.registerAsProducer()
         count = chunk.count(b"\n")
         self.transport.write(self.factory.ack * count)
         self.factory.logMessages(self, chunk, count)

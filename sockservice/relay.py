@@ -76,7 +76,9 @@ class RelayProtocol(LineProtocol):
                 self.transport.write(data)
 
     def pauseProducing(self):
-        self.backlog = 0
+        # The transport repeats this on every write while its buffer is full.
+        if self.backlog is None:
+            self.backlog = 0
 
     def resumeProducing(self):
         self.backlog = None

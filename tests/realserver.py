@@ -9,7 +9,7 @@ import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import ProcessProtocol, Protocol
 
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
@@ -36,9 +36,22 @@ class TwistdProcess(ProcessProtocol):
         self.errors = b""
         self.listening = Deferred()
         self.ended = Deferred()
+        self._awaited = []
+
+    def logged(self, text):
+        """
+        Fire once the output holds C{text}.
+        """
+        waiting = Deferred()
+        self._awaited.append((text, waiting))
+        self.outReceived(b"")
+        return waiting
 
     def outReceived(self, data):
         self.output += data
+        for awaited in [a for a in self._awaited if a[0] in self.output]:
+            self._awaited.remove(awaited)
+            awaited[1].callback(self.output)
         match = LISTENING.search(self.output)
         if match and not self.listening.called:
             self.listening.callback(int(match.group(1)))
@@ -119,10 +132,14 @@ class Peer(Protocol):
 
 
 @inlineCallbacks
-def connectPeer(testCase, port):
+def connectPeer(testCase, port, tls=None, peer=None):
     """
-    Connect a L{Peer} to 127.0.0.1:C{port}; it is aborted when the test ends.
+    Connect a L{Peer} (or C{peer}) to 127.0.0.1:C{port}, over TLS with the
+    client options C{tls} if given; it is aborted when the test ends.
     """
-    peer = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Peer())
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
+    peer = yield connectProtocol(endpoint, Peer() if peer is None else peer)
     testCase.addCleanup(lambda: peer.closed.called or peer.transport.abortConnection())
     return peer

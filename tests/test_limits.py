@@ -171,6 +171,8 @@ class GreetBackpressureTests(SynchronousTestCase):
         self.proto, self.transport = connect(GreetFactory(self.captured.log))
 
     def test_pauseAndResume(self):
+        self.assertIsNone(self.transport.producer)
+        self.proto.dataReceived(b"first\n")
         self.assertIs(self.transport.producer, self.proto)
         self.assertTrue(self.transport.streaming)
         self.proto.pauseProducing()
@@ -191,6 +193,7 @@ class GreetBackpressureTests(SynchronousTestCase):
         A closing connection drops its producer, else the transport would
         resume it instead of closing once its buffer drains.
         """
+        self.proto.dataReceived(b"first\n")
         self.proto.pauseProducing()
         self.proto.dataReceived(b"x" * 70000 + b"\n")
         self.assertIsNone(self.transport.producer)
@@ -211,7 +214,9 @@ class RelaySlowConsumerTests(SynchronousTestCase):
     def test_droppedPastMaxBuffer(self):
         self.slow.pauseProducing()
         self.sender.dataReceived(b"1234\n")
+        self.slow.pauseProducing()
         self.sender.dataReceived(b"5678\n")
+        self.slow.pauseProducing()
         self.assertEqual(received(self.slowTransport), b"1234\n5678\n")
         self.assertFalse(self.slowTransport.disconnecting)
         self.sender.dataReceived(b"1\n")
