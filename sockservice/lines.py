@@ -78,7 +78,8 @@ class LineProtocol(LineReceiver, TimeoutMixin):
                 if bad is not None:
                     if bad:
                         self.linesReceived(chunk[:bad])
-                    self._refuseLongLine()
+                    if not self.transport.disconnecting:
+                        self._refuseLongLine()
                     return
             self.resetTimeout()
             self.linesReceived(chunk)
