@@ -16,16 +16,18 @@ class RelayProtocol(LineProtocol):
     joins the hub only once its first line is the token.
 
     As the transport's producer it learns when its write buffer is full;
-    from then until it drains, what is delivered is counted as the
-    client's backlog, and past C{limits.maxBuffer} the client is dropped
-    as too slow rather than let the backlog grow without bound.
+    from then until it has drained, deliveries wait in L{queued} instead,
+    and a client with more than C{limits.maxBuffer} bytes waiting there is
+    dropped as too slow rather than let its output grow without bound.
 
-    @ivar backlog: bytes delivered since the transport's buffer filled, or
-        L{None} while it has room.
+    @ivar queued: deliveries held back while the transport's buffer is
+        full, or L{None} while it has room.
+    @ivar queuedSize: their total size.
     """
 
     member = False
-    backlog = None
+    queued = None
+    queuedSize = 0
 
     def connectionMade(self):
         LineProtocol.connectionMade(self)
@@ -56,32 +58,33 @@ class RelayProtocol(LineProtocol):
         LineProtocol.connectionLost(self, reason)
 
     def refuse(self, error, format, **fields):
-        # Nothing is delivered after the ERROR line.
-        self.backlog = self.backlog or 0
+        # Nothing more is delivered after the ERROR line.
+        self.queued, self.queuedSize = [], 0
         LineProtocol.refuse(self, error, format, **fields)
 
     def deliver(self, data):
-        if self.backlog is None:
+        if self.queued is None:
             self.transport.write(data)
         elif not self.refused:
-            self.backlog += len(data)
+            self.queued.append(data)
+            self.queuedSize += len(data)
             maxBuffer = self.factory.limits.maxBuffer
-            if maxBuffer and self.backlog > maxBuffer:
+            if maxBuffer and self.queuedSize > maxBuffer:
                 self.refuse(
                     TOO_SLOW,
                     "{peer} is too slow: over {maxBuffer} bytes queued for it, dropping it",
                     maxBuffer=maxBuffer,
                 )
-            else:
-                self.transport.write(data)
 
     def pauseProducing(self):
         # The transport repeats this on every write while its buffer is full.
-        if self.backlog is None:
-            self.backlog = 0
+        if self.queued is None:
+            self.queued, self.queuedSize = [], 0
 
     def resumeProducing(self):
-        self.backlog = None
+        queued, self.queued, self.queuedSize = self.queued, None, 0
+        if queued:
+            self.transport.write(b"".join(queued))
 
     def stopProducing(self):
         pass

@@ -3,6 +3,7 @@ Helpers for integration tests: the real C{twistd -n sockservice} process and
 loopback clients that record what they receive.
 """
 
+import hashlib
 import os
 import re
 import sys
@@ -77,16 +78,24 @@ class TwistdProcess(ProcessProtocol):
         return self.ended
 
 
-def startTwistd(testCase, *args):
+def spawnTwistd(path, *args):
     """
-    Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
-    comes from the installed package; it is stopped when the test ends.
+    Start C{twistd -n sockservice ARGS} in the directory C{path}, away from
+    the checkout, so the plugin comes from the installed package.
     """
     process = TwistdProcess()
-    path = testCase.mktemp()
-    os.makedirs(path)
     argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
+    return process
+
+
+def startTwistd(testCase, *args):
+    """
+    L{spawnTwistd} in a fresh directory; it is stopped when the test ends.
+    """
+    path = testCase.mktemp()
+    os.makedirs(path)
+    process = spawnTwistd(path, *args)
     testCase.addCleanup(process.stop)
     return process
 
@@ -131,15 +140,61 @@ class Peer(Protocol):
         self.transport.write(data)
 
 
-@inlineCallbacks
-def connectPeer(testCase, port, tls=None, peer=None):
+class DigestPeer(Protocol):
     """
-    Connect a L{Peer} (or C{peer}) to 127.0.0.1:C{port}, over TLS with the
-    client options C{tls} if given; it is aborted when the test ends.
+    A loopback client that keeps only the size and SHA-256 of what it
+    receives, for transfers too big to hold.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.digest = hashlib.sha256()
+        self.closed = Deferred()
+        self._waiting = None
+
+    def dataReceived(self, data):
+        self.count += len(data)
+        self.digest.update(data)
+        if self._waiting and self.count >= self._waiting[0]:
+            waiting, self._waiting = self._waiting[1], None
+            waiting.callback(self.count)
+
+    def connectionLost(self, reason):
+        if self._waiting:
+            self._waiting[1].errback(
+                AssertionError(f"closed after {self.count} of {self._waiting[0]} bytes")
+            )
+        self.closed.callback(None)
+
+    def receive(self, size):
+        """
+        Fire once C{size} bytes in all have come.
+        """
+        waiting = Deferred()
+        if self.count >= size:
+            waiting.callback(self.count)
+        else:
+            self._waiting = (size, waiting)
+        return waiting
+
+
+def connectProtocolTo(port, peer, tls=None):
+    """
+    Connect C{peer} to 127.0.0.1:C{port}, over TLS with the client options
+    C{tls} if given.
     """
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     if tls is not None:
         endpoint = wrapClientTLS(tls, endpoint)
-    peer = yield connectProtocol(endpoint, Peer() if peer is None else peer)
+    return connectProtocol(endpoint, peer)
+
+
+@inlineCallbacks
+def connectPeer(testCase, port, tls=None, peer=None):
+    """
+    Connect a L{Peer} (or C{peer}) with L{connectProtocolTo}; it is aborted
+    when the test ends.
+    """
+    peer = yield connectProtocolTo(port, Peer() if peer is None else peer, tls)
     testCase.addCleanup(lambda: peer.closed.called or peer.transport.abortConnection())
     return peer

@@ -212,17 +212,24 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.fast, self.fastTransport = connect(self.factory, 5003)
 
     def test_droppedPastMaxBuffer(self):
+        """
+        While the transport's buffer is full, deliveries wait; past
+        --max-buffer bytes waiting, the client gets C{ERROR too slow} and
+        what waited is dropped.
+        """
         self.slow.pauseProducing()
         self.sender.dataReceived(b"1234\n")
         self.slow.pauseProducing()
         self.sender.dataReceived(b"5678\n")
         self.slow.pauseProducing()
-        self.assertEqual(received(self.slowTransport), b"1234\n5678\n")
+        self.assertEqual(received(self.slowTransport), b"")
+        self.assertEqual(self.slow.queuedSize, 10)
         self.assertFalse(self.slowTransport.disconnecting)
         self.sender.dataReceived(b"1\n")
         self.sender.dataReceived(b"2\n")
         self.assertEqual(received(self.slowTransport), b"ERROR too slow\n")
         self.assertTrue(self.slowTransport.disconnecting)
+        self.assertEqual(self.slow.queued, [])
         self.assertEqual(
             self.captured.messages()[-1],
             "127.0.0.1:5002 is too slow: over 10 bytes queued for it, dropping it",
@@ -231,13 +238,17 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertTrue(self.slowTransport.disconnected)
 
-    def test_drainingResets(self):
+    def test_resumeWritesWhatWaited(self):
         self.slow.pauseProducing()
         self.sender.dataReceived(b"123456789\n")
+        self.assertEqual(received(self.slowTransport), b"")
         self.slow.resumeProducing()
+        self.assertEqual(received(self.slowTransport), b"123456789\n")
         self.slow.pauseProducing()
-        self.sender.dataReceived(b"123456789\n")
-        self.assertEqual(received(self.slowTransport), b"123456789\n" * 2)
+        self.sender.dataReceived(b"abcdefghi\n")
+        self.slow.resumeProducing()
+        self.sender.dataReceived(b"x\n")
+        self.assertEqual(received(self.slowTransport), b"abcdefghi\nx\n")
         self.assertFalse(self.slowTransport.disconnecting)
 
     def test_noLimit(self):
@@ -246,6 +257,8 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         slow, transport = connect(factory, 5002)
         slow.pauseProducing()
         sender.dataReceived(b"x" * 100 + b"\n")
+        self.assertEqual(slow.queuedSize, 101)
+        slow.resumeProducing()
         self.assertEqual(received(transport), b"x" * 100 + b"\n")
         self.assertFalse(transport.disconnecting)
 

@@ -7,53 +7,14 @@ import hashlib
 import os
 import socket
 
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from tests.realserver import connectPeer, startTwistd
+from tests.realserver import DigestPeer, connectPeer, startTwistd
 from tests.support import clientTLSOptions, makeCertificate
 
 ACK = b"Information Received\n"
 LOCAL = ("--interface", "127.0.0.1", "--port", "0")
-
-
-class DigestPeer(Protocol):
-    """
-    A loopback client that keeps only the size and SHA-256 of what it
-    receives, for transfers too big to hold.
-    """
-
-    def __init__(self):
-        self.count = 0
-        self.digest = hashlib.sha256()
-        self.closed = Deferred()
-        self._waiting = None
-
-    def dataReceived(self, data):
-        self.count += len(data)
-        self.digest.update(data)
-        if self._waiting and self.count >= self._waiting[0]:
-            waiting, self._waiting = self._waiting[1], None
-            waiting.callback(self.count)
-
-    def connectionLost(self, reason):
-        if self._waiting:
-            self._waiting[1].errback(
-                AssertionError(f"closed after {self.count} of {self._waiting[0]} bytes")
-            )
-        self.closed.callback(None)
-
-    def receive(self, size):
-        """
-        Fire once C{size} bytes in all have come.
-        """
-        waiting = Deferred()
-        if self.count >= size:
-            waiting.callback(self.count)
-        else:
-            self._waiting = (size, waiting)
-        return waiting
 
 
 class LimitProcessTests(TestCase):

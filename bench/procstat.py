@@ -1,0 +1,28 @@
+"""
+What a process holds, read from /proc (Linux): resident memory and open
+file descriptors, the figures the soak and slow-consumer runs report.
+"""
+
+import os
+
+
+def residentBytes(pid):
+    """
+    The resident set size of process C{pid}, in bytes.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for process {pid}")
+
+
+def openDescriptors(pid):
+    """
+    How many file descriptors process C{pid} has open.
+    """
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def mebibytes(size):
+    return f"{size / 2**20:.1f} MiB"
