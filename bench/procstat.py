@@ -26,3 +26,11 @@ def openDescriptors(pid):
 
 def mebibytes(size):
     return f"{size / 2**20:.1f} MiB"
+
+
+def describeDescriptors(pid):
+    """
+    What each open descriptor of process C{pid} points at.
+    """
+    path = f"/proc/{pid}/fd"
+    return sorted(os.readlink(f"{path}/{fd}") for fd in os.listdir(path))
