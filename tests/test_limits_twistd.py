@@ -12,9 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.realserver import DigestPeer, connectPeer, startTwistd
 from tests.support import clientTLSOptions, makeCertificate
-
-ACK = b"Information Received\n"
-LOCAL = ("--interface", "127.0.0.1", "--port", "0")
+from tests.test_twistd import ACK, LOCAL
 
 
 class LimitProcessTests(TestCase):
