@@ -41,6 +41,9 @@ def chunked(data, cuts):
 
 cutLists = st.lists(st.integers(min_value=0), max_size=12)
 
+# Each example is fast, but a busy CI machine must not fail one on time.
+noDeadline = settings(deadline=None)
+
 
 def expectedAcks(data):
     """
@@ -71,10 +74,12 @@ class GreetPropertyTests(SynchronousTestCase):
         factory = GreetFactory(CapturedLog().log, maxLine=MAX_LINE, greeting=b"", ack=ACK)
         return feed(*connect(factory), chunks)
 
+    @noDeadline
     @given(streams, cutLists)
     def test_chunkingDoesNotMatter(self, data, cuts):
         self.assertEqual(self.run_greet(chunked(data, cuts)), self.run_greet([data]))
 
+    @noDeadline
     @given(streams, cutLists)
     def test_acksAndMaxLine(self, data, cuts):
         out, closed = self.run_greet(chunked(data, cuts))
@@ -97,10 +102,12 @@ class RelayPropertyTests(SynchronousTestCase):
         disconnect(sender)
         return received(otherTransport), result
 
+    @noDeadline
     @given(streams, cutLists)
     def test_chunkingDoesNotMatter(self, data, cuts):
         self.assertEqual(self.run_relay(chunked(data, cuts)), self.run_relay([data]))
 
+    @noDeadline
     @given(streams, cutLists)
     def test_deliveriesAndMaxLine(self, data, cuts):
         delivered, (out, closed) = self.run_relay(chunked(data, cuts))
@@ -114,6 +121,7 @@ class RelayPropertyTests(SynchronousTestCase):
             partial = data.split(b"\n")[-1]
             self.assertEqual(delivered, data + (b"\n" if partial else b""))
 
+    @noDeadline
     @given(streams, cutLists)
     def test_tokenChunkingDoesNotMatter(self, data, cuts):
         gate = TokenGate(b"tok")
@@ -132,6 +140,7 @@ class CollectPropertyTests(SynchronousTestCase):
         disconnect(proto)
         return captured.messages()[1:-1], result
 
+    @noDeadline
     @given(streams, cutLists)
     @example(b"\n" + b"x" * 9 + b"\n", [1])
     def test_chunkingDoesNotMatter(self, data, cuts):
@@ -173,7 +182,7 @@ class NothingEscapesTests(SynchronousTestCase):
                 getattr(transport.producer, f"{event}Producing")()
         disconnect(proto)
 
-    @settings(max_examples=200)
+    @settings(max_examples=200, deadline=None)
     @given(st.sampled_from(["greet", "collect", "relay", "relay-token"]), events)
     def test_noException(self, mode, events):
         clock = Clock()
