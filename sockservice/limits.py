@@ -4,6 +4,7 @@ exhaust it: connection caps, the idle timeout, the relay output backlog and
 the grace given to a closing connection before it is aborted.
 """
 
+import resource
 from collections import Counter
 
 from twisted.internet import protocol
@@ -11,6 +12,7 @@ from twisted.internet import protocol
 from sockservice.addresses import describeAddress
 
 SERVER_FULL = b"ERROR server full\n"
+SPARE_FILES = 64
 
 
 def peerHost(address):
@@ -119,3 +121,21 @@ def cancelAbort(abort):
     """
     if abort is not None and abort.active():
         abort.cancel()
+
+
+def raiseOpenFileLimit(connections, rlimits=resource):
+    """
+    Raise this process's soft limit on open files so C{connections} fit
+    (plus L{SPARE_FILES} for listeners, logs and pipes), as far as the hard
+    limit allows: the usual soft limit of 1024 would otherwise cap
+    connections far below C{--max-connections}, with no C{ERROR server
+    full} for those refused. Return how many connections fit.
+    """
+    soft, hard = rlimits.getrlimit(rlimits.RLIMIT_NOFILE)
+    wanted = connections + SPARE_FILES
+    if soft != rlimits.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == rlimits.RLIM_INFINITY else min(wanted, hard)
+        rlimits.setrlimit(rlimits.RLIMIT_NOFILE, (soft, hard))
+    if soft == rlimits.RLIM_INFINITY:
+        return connections
+    return min(connections, soft - SPARE_FILES)

@@ -15,7 +15,7 @@ from sockservice.collect import CollectFactory
 from sockservice.foldinglog import FoldingLog
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
-from sockservice.limits import Limits
+from sockservice.limits import Limits, raiseOpenFileLimit
 from sockservice.listening import ListeningService
 from sockservice.relay import RelayFactory
 
@@ -214,6 +214,13 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    fitting = raiseOpenFileLimit(options["max-connections"])
+    if fitting < options["max-connections"]:
+        Logger().warn(
+            "the open file limit lets only {fitting} connections in, "
+            "not --max-connections {wanted}: raise it (ulimit -n, LimitNOFILE=)",
+            fitting=fitting, wanted=options["max-connections"],
+        )
     factory = makeFactory(options, reactor)
     top = service.MultiService()
     listeners = []

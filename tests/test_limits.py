@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sockservice.collect import CollectFactory
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
-from sockservice.limits import Limits
+from sockservice.limits import Limits, raiseOpenFileLimit
 from sockservice.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
@@ -270,3 +270,41 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.slow.dataReceived(b"from slow\n")
         self.assertEqual(self.slowTransport.producerState, "producing")
         self.assertEqual(received(self.fastTransport), b"from slow\n")
+
+
+class FakeResource:
+    """
+    The parts of the C{resource} module that L{raiseOpenFileLimit} uses.
+    """
+
+    RLIMIT_NOFILE = 7
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft, hard):
+        self.limits = (soft, hard)
+
+    def getrlimit(self, which):
+        assert which == self.RLIMIT_NOFILE
+        return self.limits
+
+    def setrlimit(self, which, limits):
+        assert which == self.RLIMIT_NOFILE
+        self.limits = limits
+
+
+class OpenFileLimitTests(SynchronousTestCase):
+    def test_raisedToFit(self):
+        rlimits = FakeResource(1024, 524288)
+        self.assertEqual(raiseOpenFileLimit(10000, rlimits), 10000)
+        self.assertEqual(rlimits.limits, (10064, 524288))
+
+    def test_cappedByHardLimit(self):
+        rlimits = FakeResource(1024, 4096)
+        self.assertEqual(raiseOpenFileLimit(10000, rlimits), 4096 - 64)
+        self.assertEqual(rlimits.limits, (4096, 4096))
+
+    def test_neverLowered(self):
+        for limits in [(65536, 65536), (-1, -1), (1024, -1)]:
+            rlimits = FakeResource(*limits)
+            self.assertEqual(raiseOpenFileLimit(100, rlimits), 100)
+            self.assertEqual(rlimits.limits, limits)

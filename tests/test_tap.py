@@ -8,12 +8,14 @@ import sys
 from twisted.application.service import IServiceMaker
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.collect import CollectFactory
 from sockservice.greet import GreetFactory
 from sockservice.relay import RelayFactory
+from sockservice import tap
 from sockservice.tap import Options, makeService
 from tests.support import connect, disconnect
 
@@ -271,3 +273,19 @@ class LimitOptionsTests(SynchronousTestCase):
             self.stderr.truncate(0)
             self.stderr.seek(0)
             self.assertUsageError(argv, message)
+
+    def test_openFileLimitTooLow(self):
+        """
+        When the open file limit cannot be raised far enough, startup says
+        so rather than let connections fail without C{ERROR server full}.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(tap, "raiseOpenFileLimit", lambda connections: 960)
+        self.start("--max-connections", "5000")
+        self.assertIn(
+            "the open file limit lets only 960 connections in, not --max-connections 5000: "
+            "raise it (ulimit -n, LimitNOFILE=)",
+            [formatEvent(event) for event in events],
+        )
