@@ -179,6 +179,8 @@ class RedisHub(service.Service):
             if address.db is not None:
                 yield proto.select(address.db)
             yield command()
+        except CancelledError:
+            raise
         except Exception as e:
             self._refusals += 1
             proto.transport.loseConnection()

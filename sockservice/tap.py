@@ -15,7 +15,7 @@ from sockservice.foldinglog import FoldingLog
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
 from sockservice.listening import ListeningService
-from sockservice.redishub import DEFAULT_CHANNEL, RedisHub, redisEndpoint
+from sockservice.redishub import DEFAULT_CHANNEL, OUTBOX_LIMIT, RedisHub, redisEndpoint
 from sockservice.redisurl import parseRedisURL
 from sockservice.relay import RelayFactory
 
@@ -27,6 +27,7 @@ MODE_OPTIONS = {
     "log-messages": ("relay",),
     "backplane": ("relay",),
     "channel": ("relay",),
+    "backplane-outbox": ("relay",),
 }
 
 
@@ -96,6 +97,10 @@ class Options(usage.Options):
          "redis://[:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS."],
         ["channel", None, None,
          f"relay: Redis pub/sub channel the nodes share [default: {DEFAULT_CHANNEL}]."],
+        ["backplane-outbox", None, None,
+         "relay: bytes held for Redis while it is away; lines beyond that "
+         f"do not reach other nodes and are counted [default: {OUTBOX_LIMIT}]",
+         _integer("backplane-outbox", 0)],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -142,11 +147,14 @@ class Options(usage.Options):
 
     def _backplane(self):
         if self["backplane"] is None:
-            if self["channel"] is not None:
-                raise usage.UsageError("--channel applies only with --backplane")
+            for option in ("channel", "backplane-outbox"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} applies only with --backplane")
             return None
         if self["channel"] is None:
             self["channel"] = DEFAULT_CHANNEL
+        if self["backplane-outbox"] is None:
+            self["backplane-outbox"] = OUTBOX_LIMIT
         try:
             address = parseRedisURL(self["backplane"])
         except ValueError as e:
@@ -210,7 +218,10 @@ def makeHub(options, reactor):
     if address is None:
         return LocalHub()
     log = FoldingLog(Logger(namespace="sockservice.backplane"), reactor, budget=1, interval=10.0)
-    return RedisHub(reactor, redisEndpoint(reactor, address), address, options["channel"], log)
+    return RedisHub(
+        reactor, redisEndpoint(reactor, address), address, options["channel"], log,
+        outboxLimit=options["backplane-outbox"],
+    )
 
 
 def makeService(options, reactor=None):
