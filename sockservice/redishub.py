@@ -250,9 +250,11 @@ class RedisHub(service.Service):
     def _lost(self, nbytes):
         if self.log.take(1):
             self.log.logger.warn(
-                "not relayed to other nodes: {nbytes} bytes, Redis backplane "
-                "unavailable ({lost} messages, {lostBytes} bytes so far)",
-                nbytes=nbytes, lost=self.outbox.lost, lostBytes=self.outbox.lostBytes,
+                "not relayed to other nodes: {nbytes} bytes (Redis backplane away "
+                "or slow, outbox of {limit} bytes full; {lost} messages, "
+                "{lostBytes} bytes so far)",
+                nbytes=nbytes, limit=self.outbox.limit, lost=self.outbox.lost,
+                lostBytes=self.outbox.lostBytes,
             )
         else:
             self.log.fold("not relayed to other nodes", 1, nbytes)

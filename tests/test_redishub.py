@@ -193,8 +193,8 @@ class RedisHubTests(SynchronousTestCase):
             [
                 "cannot reach the Redis backplane redis://127.0.0.1:6379 (Connection was "
                 "refused by other side: Connection refused.): relaying locally only, retrying",
-                "not relayed to other nodes: 74 bytes, Redis backplane unavailable "
-                "(1 messages, 74 bytes so far)",
+                "not relayed to other nodes: 74 bytes (Redis backplane away or slow, "
+                "outbox of 100 bytes full; 1 messages, 74 bytes so far)",
                 "not logged one by one in the last 1s: not relayed to other nodes 2 (148 bytes)",
             ],
         )
