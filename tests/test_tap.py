@@ -44,6 +44,8 @@ class OptionsTests(SynchronousTestCase):
             self.stderr.getvalue(),
             f"twistd sockservice: {message} (see twistd sockservice --help)\n",
         )
+        self.stderr.truncate(0)
+        self.stderr.seek(0)
 
     def test_defaults(self):
         options = parse()
@@ -167,13 +169,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError(
             ["--backplane", "redis://h"], "--backplane applies only to --mode relay"
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertUsageError(
             ["-m", "relay", "--channel", "c"], "--channel applies only with --backplane"
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertUsageError(
             ["-m", "relay", "--backplane-outbox", "5"],
             "--backplane-outbox applies only with --backplane",
