@@ -12,7 +12,8 @@ import txredisapi
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import endpoints, protocol
-from twisted.internet.defer import CancelledError, gatherResults, inlineCallbacks
+from twisted.internet.defer import CancelledError, TimeoutError, gatherResults, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
 
@@ -63,6 +64,10 @@ class _WatchedEndpoint:
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
+    """
+    Hands every message on the channel to the hub.
+    """
+
     def messageReceived(self, pattern, channel, message):
         self.factory.hub.received(message)
 
@@ -108,10 +113,12 @@ class RedisHub(service.Service):
         self.outbox = Outbox(channel, outboxLimit, self._lost)
         self._senders = {}
         self._nextSender = count(1).__next__
+        self._clock = reactor
+        self._preparing = set()
         self._troubleLogged = False
         self._refusals = 0
         self._backoff = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0)
-        watched = _WatchedEndpoint(endpoint, str(address), self._unreachable)
+        watched = _WatchedEndpoint(endpoint, str(address), self._connectFailed)
         self.clients = [
             ClientService(
                 watched, _RedisFactory(kind, self, reactor), self._retryDelay, reactor, prepare
@@ -158,47 +165,84 @@ class RedisHub(service.Service):
         for client in self.clients:
             client.startService()
 
+    @inlineCallbacks
     def stopService(self):
         service.Service.stopService(self)
         self.log.stop()
-        return gatherResults([client.stopService() for client in self.clients])
+        # A ClientService stopped while a connection is being prepared hears
+        # of its loss only once stopped, which it cannot take: close those
+        # connections first and let their preparation end.
+        for proto in list(self._preparing):
+            lost = proto.whenDisconnected()
+            proto.transport.abortConnection()
+            yield lost
+        yield deferLater(self._clock, 0, lambda: None)
+        yield gatherResults([client.stopService() for client in self.clients])
 
-    @inlineCallbacks
     def _ready(self, proto, command):
         """
         Authenticate and select the database on a new connection, then run
-        C{command}. A refusal (logged once a streak) or a lost connection
-        closes it and the next attempt waits longer. Never fails:
-        L{ClientService} cannot take a prepared connection that fails and
-        is then lost.
+        C{command}, within L{CONNECT_TIMEOUT} seconds. A refusal (logged
+        once a streak), a lost connection or no answer closes it and the
+        next attempt waits longer. Fails only when cancelled: L{ClientService}
+        cannot take a prepared connection that fails and is then lost.
         """
+        self._preparing.add(proto)
+        prepared = self._prepare(proto, command)
+        prepared.addTimeout(CONNECT_TIMEOUT, self._clock)
+        prepared.addCallbacks(self._prepared, self._notPrepared, errbackArgs=(proto,))
+        prepared.addBoth(self._doneWith, proto)
+        return prepared
+
+    @inlineCallbacks
+    def _prepare(self, proto, command):
         address = self.address
-        try:
-            if address.password is not None:
-                yield proto.auth(address.password, address.username)
-            if address.db is not None:
-                yield proto.select(address.db)
-            yield command()
-        except CancelledError:
-            raise
-        except Exception as e:
-            self._refusals += 1
-            proto.transport.loseConnection()
-            if isinstance(e, txredisapi.ResponseError) and not self._troubleLogged:
-                self._troubleLogged = True
-                self.log.logger.error(
-                    "Redis at {address} refused this node ({problem}): "
-                    "relaying locally only, retrying",
-                    address=str(address), problem=str(e),
-                )
+        if address.password is not None:
+            yield proto.auth(address.password, address.username)
+        if address.db is not None:
+            yield proto.select(address.db)
+        yield command()
+
+    def _prepared(self, result):
+        self._refusals = 0
+
+    def _notPrepared(self, reason, proto):
+        if reason.check(CancelledError):
+            return reason
+        self._refusals += 1
+        proto.transport.abortConnection()
+        if self._troubleLogged:
+            return None
+        self._troubleLogged = True
+        if reason.check(txredisapi.ResponseError):
+            self.log.logger.error(
+                "Redis at {address} refused this node ({problem}): "
+                "relaying locally only, retrying",
+                address=str(self.address), problem=reason.getErrorMessage(),
+            )
         else:
-            self._refusals = 0
+            self._unreachable(reason)
+
+    def _unreachable(self, reason):
+        if reason.check(TimeoutError):
+            problem = f"no answer within {CONNECT_TIMEOUT} seconds"
+        else:
+            problem = reason.getErrorMessage()
+        self.log.logger.warn(
+            "cannot reach the Redis backplane {address} ({problem}): "
+            "relaying locally only, retrying",
+            address=str(self.address), problem=problem,
+        )
+
+    def _doneWith(self, result, proto):
+        self._preparing.discard(proto)
+        return result
 
     def _retryDelay(self, attempt):
         return self._backoff(max(attempt, self._refusals))
 
     def _preparePublisher(self, proto):
-        def attach():
+        def attach(pong):
             proto.whenDisconnected().addCallback(lambda _: self._disconnected("publisher"))
             self.outbox.attach(proto)
             self._troubleLogged = False
@@ -211,22 +255,19 @@ class RedisHub(service.Service):
                 lostBytes=self.outbox.lostBytes,
             )
 
-        return self._ready(proto, attach)
+        # PING: connected only once Redis has answered (a TLS handshake, for
+        # one, is not done when the connection is made).
+        return self._ready(proto, lambda: proto.ping().addCallback(attach))
 
     def _prepareSubscriber(self, proto):
-        def subscribe():
-            subscribed = proto.subscribe(self.channel)
+        def watch(subscribed):
+            proto.whenDisconnected().addCallback(lambda _: self._disconnected("subscriber"))
+            self.log.logger.info(
+                "Redis backplane {address}: subscribed to {channel}",
+                address=str(self.address), channel=self.channel,
+            )
 
-            def watch(_):
-                proto.whenDisconnected().addCallback(lambda _: self._disconnected("subscriber"))
-                self.log.logger.info(
-                    "Redis backplane {address}: subscribed to {channel}",
-                    address=str(self.address), channel=self.channel,
-                )
-
-            return subscribed.addCallback(watch)
-
-        return self._ready(proto, subscribe)
+        return self._ready(proto, lambda: proto.subscribe(self.channel).addCallback(watch))
 
     def _disconnected(self, role):
         if role == "publisher":
@@ -238,14 +279,10 @@ class RedisHub(service.Service):
                 address=str(self.address), role=role,
             )
 
-    def _unreachable(self, reason):
+    def _connectFailed(self, reason):
         if not self._troubleLogged:
             self._troubleLogged = True
-            self.log.logger.warn(
-                "cannot reach the Redis backplane {address} ({problem}): "
-                "relaying locally only, retrying",
-                address=str(self.address), problem=reason.getErrorMessage(),
-            )
+            self._unreachable(reason)
 
     def _lost(self, nbytes):
         if self.log.take(1):

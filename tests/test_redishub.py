@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sockservice.envelope import pack
-from sockservice.redishub import RedisHub
+from sockservice.redishub import CONNECT_TIMEOUT, RedisHub
 from sockservice.redisurl import RedisAddress
 from tests.support import CapturedLog, received
 from tests.test_relay import Member
@@ -97,6 +97,8 @@ class RedisHubTests(SynchronousTestCase):
         the subscription.
         """
         publisher, pt = self.endpoint.accept()
+        self.assertEqual(received(pt), command(b"PING"))
+        publisher.dataReceived(b"+PONG\r\n")
         subscriber, st = self.endpoint.accept()
         self.assertEqual(received(st), command(b"SUBSCRIBE", b"chan"))
         subscriber.dataReceived(b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchan\r\n:1\r\n")
@@ -145,6 +147,8 @@ class RedisHubTests(SynchronousTestCase):
         publisher.dataReceived(b"+OK\r\n")
         self.assertEqual(received(pt), command(b"SELECT", b"3"))
         publisher.dataReceived(b"+OK\r\n")
+        self.assertEqual(received(pt), command(b"PING"))
+        publisher.dataReceived(b"+PONG\r\n")
         self.hub.publish(None, b"x\n")
         self.assertEqual(received(pt), command(b"PUBLISH", b"chan", pack(NODE, 0, b"x\n")))
 
@@ -161,7 +165,7 @@ class RedisHubTests(SynchronousTestCase):
                 proto, transport = self.endpoint.accept()
                 self.assertEqual(received(transport), command(b"AUTH", b"bad"))
                 proto.dataReceived(refusal)
-                self.assertTrue(transport.disconnecting)
+                self.assertTrue(transport.disconnected)
                 proto.connectionLost(Failure(ConnectionLost()))
             self.clock.advance(2 * attempt)
         self.assertEqual(len(self.endpoint.attempts), 2)
@@ -223,3 +227,38 @@ class RedisHubTests(SynchronousTestCase):
         subscriber.dataReceived(message(b"chan", pack(OTHER, 5, b"back\n")))
         self.assertEqual(a.got, [b"back\n"])
         self.assertEqual(self.hub.outbox.lost, 0)
+
+    def test_noAnswerTimesOut(self):
+        """
+        A connection on which Redis does not answer (a TLS mismatch, a hung
+        server) is closed after CONNECT_TIMEOUT and tried again.
+        """
+        self.start()
+        publisher, pt = self.endpoint.accept()
+        self.clock.advance(CONNECT_TIMEOUT)
+        self.assertTrue(pt.disconnecting)
+        publisher.connectionLost(Failure(ConnectionLost()))
+        self.clock.advance(1)
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.assertEqual(
+            self.captured.messages(),
+            ["cannot reach the Redis backplane redis://127.0.0.1:6379 (no answer "
+             "within 10 seconds): relaying locally only, retrying"],
+        )
+
+    def test_stopWhilePreparing(self):
+        """
+        Stopping closes a connection still being prepared and waits for it
+        before stopping the reconnecting services.
+        """
+        self.hub.startService()
+        publisher, pt = self.endpoint.accept()
+        stopped = self.hub.stopService()
+        self.assertTrue(pt.disconnecting)
+        self.assertNoResult(stopped)
+        publisher.connectionLost(Failure(ConnectionLost()))
+        self.clock.advance(0)
+        self.successResultOf(stopped)
+        [(factory, subscriberAttempt)] = self.endpoint.attempts
+        self.assertTrue(subscriberAttempt.called)
+        self.assertFalse(any(client.running for client in self.hub.clients))
