@@ -63,7 +63,24 @@ class _WatchedEndpoint:
         return self._endpoint.connect(factory).addErrback(failed)
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
+class _KeepsLostReason:
+    """
+    Keeps why the connection was lost (a TLS error, say): txredisapi fails
+    the commands in flight only with "Lost connection".
+    """
+
+    lostReason = None
+
+    def connectionLost(self, why):
+        self.lostReason = why
+        super().connectionLost(why)
+
+
+class _Publisher(_KeepsLostReason, txredisapi.RedisProtocol):
+    pass
+
+
+class _Subscriber(_KeepsLostReason, txredisapi.SubscriberProtocol):
     """
     Hands every message on the channel to the hub.
     """
@@ -124,7 +141,7 @@ class RedisHub(service.Service):
                 watched, _RedisFactory(kind, self, reactor), self._retryDelay, reactor, prepare
             )
             for kind, prepare in [
-                (txredisapi.RedisProtocol, self._preparePublisher),
+                (_Publisher, self._preparePublisher),
                 (_Subscriber, self._prepareSubscriber),
             ]
         ]
@@ -214,6 +231,8 @@ class RedisHub(service.Service):
         if self._troubleLogged:
             return None
         self._troubleLogged = True
+        if reason.check(txredisapi.ConnectionError) and proto.lostReason is not None:
+            reason = proto.lostReason
         if reason.check(txredisapi.ResponseError):
             self.log.logger.error(
                 "Redis at {address} refused this node ({problem}): "

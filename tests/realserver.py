@@ -86,16 +86,17 @@ class TwistdProcess(ProcessProtocol):
         return self.ended
 
 
-def startTwistd(testCase, *args):
+def startTwistd(testCase, *args, env=None):
     """
     Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
-    comes from the installed package; it is stopped when the test ends.
+    comes from the installed package, with C{env} added to the environment;
+    it is stopped when the test ends.
     """
     process = TwistdProcess()
     path = testCase.mktemp()
     os.makedirs(path)
     argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
-    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})), path=path)
     testCase.addCleanup(process.stop)
     return process
 
@@ -113,23 +114,33 @@ class RedisServer(ProcessProtocol):
     """
     A throwaway C{redis-server} on 127.0.0.1: no persistence, its files in a
     temporary directory, killed when the test ends; it can be killed and
-    started again on the same port.
+    started again on the same port. Given C{tls}, the paths of a certificate
+    and its key, it speaks only TLS.
 
     @ivar url: the C{--backplane} URL that reaches it.
     """
 
     READY = b"Ready to accept connections"
 
-    def __init__(self, testCase, *args):
+    def __init__(self, testCase, *args, tls=None):
         executable = shutil.which("redis-server")
         if executable is None:
             raise SkipTest("redis-server is not installed (apt-get install redis-server)")
         self.port = freePort()
-        self.url = f"redis://127.0.0.1:{self.port}"
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}"
         self.directory = testCase.mktemp()
         os.makedirs(self.directory)
+        if tls:
+            certificate, key = tls
+            listen = [
+                "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", certificate,
+                "--tls-key-file", key, "--tls-ca-cert-file", certificate,
+                "--tls-auth-clients", "no",
+            ]
+        else:
+            listen = ["--port", str(self.port)]
         self.argv = [
-            executable, "--port", str(self.port), "--bind", "127.0.0.1",
+            executable, *listen, "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", ".", *args,
         ]
         self.ended = None
@@ -167,11 +178,11 @@ class RedisServer(ProcessProtocol):
 
 
 @inlineCallbacks
-def startRedis(testCase, *args):
+def startRedis(testCase, *args, tls=None):
     """
     A running L{RedisServer} with C{args} (such as C{--requirepass PW}).
     """
-    server = RedisServer(testCase, *args)
+    server = RedisServer(testCase, *args, tls=tls)
     yield server.start()
     return server
 
