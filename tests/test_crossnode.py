@@ -12,7 +12,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.realserver import RedisServer, connectPeer, startRedis, startTwistd
 
-LOCAL = ("--interface", "127.0.0.1", "--port", "0", "--mode", "relay")
+GREETING = b"hi\n"
+LOCAL = ("--interface", "127.0.0.1", "--port", "0", "--mode", "relay", "--greeting", "hi")
 CONNECTED = b"connected: publishing on sockservice:relay"
 SUBSCRIBED = b": subscribed to sockservice:relay"
 
@@ -25,6 +26,19 @@ def startNode(testCase, redis, *args, env=None):
     node = startTwistd(testCase, *LOCAL, "--backplane", redis.url, *args, env=env)
     port = yield node.listening
     return node, port
+
+
+@inlineCallbacks
+def connectClient(testCase, port):
+    """
+    Connect a L{Peer} and wait for the node's greeting, so that the node
+    counts it among its clients before anyone sends; then forget the
+    greeting.
+    """
+    peer = yield connectPeer(testCase, port)
+    yield peer.receive(len(GREETING))
+    peer.data = peer.data[len(GREETING):]
+    return peer
 
 
 @inlineCallbacks
@@ -59,9 +73,9 @@ class CrossNodeTests(TestCase):
         one, onePort = yield startNode(self, redis)
         two, twoPort = yield startNode(self, redis)
         yield backplaneUp([one, two])
-        a = yield connectPeer(self, onePort)
-        b = yield connectPeer(self, onePort)
-        c = yield connectPeer(self, twoPort)
+        a = yield connectClient(self, onePort)
+        b = yield connectClient(self, onePort)
+        c = yield connectClient(self, twoPort)
         payload = "你好".encode("gbk") + b"\r\n" + bytes(range(256)).replace(b"\n", b"") + b"\n"
         numbered = b"".join(b"%d\n" % n for n in range(1000))
         a.send(payload)
@@ -91,9 +105,9 @@ class CrossNodeTests(TestCase):
         one, onePort = yield startNode(self, redis, *args)
         two, twoPort = yield startNode(self, redis, *args)
         yield one.logged(b"cannot reach the Redis backplane " + redis.url.encode())
-        a = yield connectPeer(self, onePort)
-        b = yield connectPeer(self, onePort)
-        c = yield connectPeer(self, twoPort)
+        a = yield connectClient(self, onePort)
+        b = yield connectClient(self, onePort)
+        c = yield connectClient(self, twoPort)
         a.send(b"local only\n")
         self.assertEqual((yield b.receive(11)), b"local only\n")
 
@@ -149,8 +163,8 @@ class CrossNodeTests(TestCase):
             "relaying locally only, retrying\n"
         ).encode()
         yield node.logged(line)
-        a = yield connectPeer(self, port)
-        b = yield connectPeer(self, port)
+        a = yield connectClient(self, port)
+        b = yield connectClient(self, port)
         a.send(b"still relaying\n")
         self.assertEqual((yield b.receive(15)), b"still relaying\n")
         self.assertEqual(node.output.count(b"refused this node"), 1)
@@ -212,8 +226,8 @@ class TLSBackplaneTests(TestCase):
         one, onePort = yield startNode(self, redis, env=trusting)
         two, twoPort = yield startNode(self, redis, env=trusting)
         yield backplaneUp([one, two])
-        a = yield connectPeer(self, onePort)
-        c = yield connectPeer(self, twoPort)
+        a = yield connectClient(self, onePort)
+        c = yield connectClient(self, twoPort)
         a.send(b"over TLS\r\n")
         self.assertEqual((yield c.receive(10)), b"over TLS\r\n")
         doubting = startTwistd(self, *LOCAL, "--backplane", redis.url)
