@@ -13,8 +13,8 @@ from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import endpoints, protocol
 from twisted.internet.defer import CancelledError, TimeoutError, gatherResults, inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from sockservice.envelope import pack, unpack
@@ -133,7 +133,7 @@ class RedisHub(service.Service):
         self._clock = reactor
         self._preparing = set()
         self._troubleLogged = False
-        self._refusals = 0
+        self._failedSetups = 0
         self._backoff = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0)
         watched = _WatchedEndpoint(endpoint, str(address), self._connectFailed)
         self.clients = [
@@ -221,12 +221,12 @@ class RedisHub(service.Service):
         yield command()
 
     def _prepared(self, result):
-        self._refusals = 0
+        self._failedSetups = 0
 
     def _notPrepared(self, reason, proto):
         if reason.check(CancelledError):
             return reason
-        self._refusals += 1
+        self._failedSetups += 1
         proto.transport.abortConnection()
         if self._troubleLogged:
             return None
@@ -258,7 +258,7 @@ class RedisHub(service.Service):
         return result
 
     def _retryDelay(self, attempt):
-        return self._backoff(max(attempt, self._refusals))
+        return self._backoff(max(attempt, self._failedSetups))
 
     def _preparePublisher(self, proto):
         def attach(pong):
