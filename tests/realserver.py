@@ -6,12 +6,15 @@ loopback clients that record what they receive.
 import hashlib
 import os
 import re
+import shutil
+import socket
 import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.trial.unittest import SkipTest
 
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 
@@ -37,25 +40,28 @@ class TwistdProcess(ProcessProtocol):
         self.errors = b""
         self.listening = Deferred()
         self.ended = Deferred()
-        self._awaited = []
-
-    def logged(self, text):
-        """
-        Fire once the output holds C{text}.
-        """
-        waiting = Deferred()
-        self._awaited.append((text, waiting))
-        self.outReceived(b"")
-        return waiting
+        self._waiting = []
 
     def outReceived(self, data):
         self.output += data
-        for awaited in [a for a in self._awaited if a[0] in self.output]:
-            self._awaited.remove(awaited)
-            awaited[1].callback(self.output)
         match = LISTENING.search(self.output)
         if match and not self.listening.called:
             self.listening.callback(int(match.group(1)))
+        ready = [w for w in self._waiting if self.output.count(w[0]) >= w[1]]
+        for waiting in ready:
+            self._waiting.remove(waiting)
+            waiting[2].callback(None)
+
+    def logged(self, text, times=1):
+        """
+        Fire once C{text} (bytes) has been output C{times} times in all.
+        """
+        waiting = Deferred()
+        if self.output.count(text) >= times:
+            waiting.callback(None)
+        else:
+            self._waiting.append((text, times, waiting))
+        return waiting
 
     def errReceived(self, data):
         self.errors += data
@@ -66,6 +72,9 @@ class TwistdProcess(ProcessProtocol):
                 RuntimeError(f"twistd ended before listening: {self.errors!r}")
             )
             self.listening.addErrback(lambda _: None)
+        for text, times, waiting in self._waiting:
+            waiting.errback(AssertionError(f"ended before logging {text!r} {times} times"))
+        self._waiting = []
         status = reason.value.exitCode
         self.ended.callback(-reason.value.signal if status is None else status)
 
@@ -78,26 +87,113 @@ class TwistdProcess(ProcessProtocol):
         return self.ended
 
 
-def spawnTwistd(path, *args):
+def spawnTwistd(path, *args, env=None):
     """
     Start C{twistd -n sockservice ARGS} in the directory C{path}, away from
-    the checkout, so the plugin comes from the installed package.
+    the checkout, so the plugin comes from the installed package, with
+    C{env} added to the environment.
     """
     process = TwistdProcess()
     argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
-    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})), path=path)
     return process
 
 
-def startTwistd(testCase, *args):
+def startTwistd(testCase, *args, env=None):
     """
     L{spawnTwistd} in a fresh directory; it is stopped when the test ends.
     """
     path = testCase.mktemp()
     os.makedirs(path)
-    process = spawnTwistd(path, *args)
+    process = spawnTwistd(path, *args, env=env)
     testCase.addCleanup(process.stop)
     return process
+
+
+def freePort():
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer(ProcessProtocol):
+    """
+    A throwaway C{redis-server} on 127.0.0.1: no persistence, its files in a
+    temporary directory, killed when the test ends; it can be killed and
+    started again on the same port. Given C{tls}, the paths of a certificate
+    and its key, it speaks only TLS.
+
+    @ivar url: the C{--backplane} URL that reaches it.
+    """
+
+    READY = b"Ready to accept connections"
+
+    def __init__(self, testCase, *args, tls=None):
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise SkipTest("redis-server is not installed (apt-get install redis-server)")
+        self.port = freePort()
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}"
+        self.directory = testCase.mktemp()
+        os.makedirs(self.directory)
+        if tls:
+            certificate, key = tls
+            listen = [
+                "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", certificate,
+                "--tls-key-file", key, "--tls-ca-cert-file", certificate,
+                "--tls-auth-clients", "no",
+            ]
+        else:
+            listen = ["--port", str(self.port)]
+        self.argv = [
+            executable, *listen, "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", ".", *args,
+        ]
+        self.ended = None
+        testCase.addCleanup(self.kill)
+
+    def start(self):
+        """
+        Start it; fire when it accepts connections.
+        """
+        self.output = b""
+        self.ready = Deferred()
+        self.ended = Deferred()
+        reactor.spawnProcess(self, self.argv[0], self.argv, env={}, path=self.directory)
+        return self.ready
+
+    def outReceived(self, data):
+        self.output += data
+        if self.READY in self.output and not self.ready.called:
+            self.ready.callback(self)
+
+    def processEnded(self, reason):
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"redis-server ended: {self.output!r}"))
+        self.ended.callback(None)
+
+    def kill(self):
+        """
+        SIGKILL it if running, as a crash would; fire when it has ended.
+        """
+        if self.ended is None:
+            return None
+        if not self.ended.called:
+            self.transport.signalProcess("KILL")
+        return self.ended
+
+
+@inlineCallbacks
+def startRedis(testCase, *args, tls=None):
+    """
+    A running L{RedisServer} with C{args} (such as C{--requirepass PW}).
+    """
+    server = RedisServer(testCase, *args, tls=tls)
+    yield server.start()
+    return server
 
 
 class Peer(Protocol):

@@ -4,6 +4,7 @@ throwaway TLS certificates.
 """
 
 import datetime
+import ipaddress
 import os
 
 from cryptography import x509
@@ -69,8 +70,9 @@ def disconnect(proto, reason=ConnectionDone):
 
 def makeCertificate(directory):
     """
-    Write a throwaway self-signed certificate for C{localhost} and its key
-    into C{directory}; return the paths of the key and the certificate.
+    Write a throwaway self-signed certificate for C{localhost} and
+    127.0.0.1, and its key, into C{directory}; return the paths of the key
+    and the certificate.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -83,7 +85,9 @@ def makeCertificate(directory):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
