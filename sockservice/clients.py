@@ -143,7 +143,7 @@ class SendClient(LineClient):
     closes, which flushes everything written first. Replies are ignored.
     """
 
-    awaiting = "end of sending"
+    awaiting = "clean close"
 
     def __init__(self, output, clock, timeout, messages):
         super().__init__(output, clock, timeout)
