@@ -1,10 +1,12 @@
 """
-Helpers for integration tests: the real C{twistd -n sockservice} process and
-loopback clients that record what they receive.
+Helpers for integration tests: the real C{twistd -n sockservice} process, the
+real C{sockservice} client command, and loopback clients that record what
+they receive.
 """
 
 import os
 import re
+import socket
 import sys
 
 from twisted.internet import reactor
@@ -15,45 +17,44 @@ from twisted.internet.protocol import ProcessProtocol, Protocol
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 
 
-def twistdCommand():
+def installedScript(name):
     """
-    The C{twistd} script installed beside the running interpreter.
+    The console script C{name} installed beside the running interpreter.
     """
-    return os.path.join(os.path.dirname(sys.executable), "twistd")
+    return os.path.join(os.path.dirname(sys.executable), name)
 
 
-class TwistdProcess(ProcessProtocol):
+class RecordingProcess(ProcessProtocol):
     """
-    A running C{twistd -n sockservice}.
+    A child process whose output and errors are kept.
 
-    @ivar listening: fires with the first port it listens on.
     @ivar ended: fires with its exit status, or minus the signal that ended
-        it (twistd re-raises the SIGTERM it shut down on).
+        it.
     """
 
     def __init__(self):
         self.output = b""
         self.errors = b""
-        self.listening = Deferred()
         self.ended = Deferred()
+        self._awaited = []
 
     def outReceived(self, data):
         self.output += data
-        match = LISTENING.search(self.output)
-        if match and not self.listening.called:
-            self.listening.callback(int(match.group(1)))
+        for awaited in [a for a in self._awaited if self.output.count(a[0]) >= a[1]]:
+            self._awaited.remove(awaited)
+            awaited[2].callback(self.output)
 
     def errReceived(self, data):
         self.errors += data
 
-    def processEnded(self, reason):
-        if not self.listening.called:
-            self.listening.errback(
-                RuntimeError(f"twistd ended before listening: {self.errors!r}")
-            )
-            self.listening.addErrback(lambda _: None)
-        status = reason.value.exitCode
-        self.ended.callback(-reason.value.signal if status is None else status)
+    def printed(self, data, count=1):
+        """
+        Fire with all output so far once C{data} occurs in it C{count} times.
+        """
+        awaited = Deferred()
+        self._awaited.append((data, count, awaited))
+        self.outReceived(b"")
+        return awaited
 
     def stop(self):
         """
@@ -63,19 +64,104 @@ class TwistdProcess(ProcessProtocol):
             self.transport.signalProcess("TERM")
         return self.ended
 
+    def processEnded(self, reason):
+        for data, count, awaited in self._awaited:
+            awaited.errback(
+                AssertionError(f"ended with {self.output!r}, wanted {data!r} x{count}")
+            )
+        self._awaited = []
+        status = reason.value.exitCode
+        self.ended.callback(-reason.value.signal if status is None else status)
+
+
+class TwistdProcess(RecordingProcess):
+    """
+    A running C{twistd -n sockservice}.
+
+    @ivar listening: fires with the first port it listens on.
+    @ivar ended: twistd re-raises the SIGTERM it shut down on, so it fires
+        with C{-SIGTERM} after L{stop}.
+    """
+
+    def __init__(self):
+        RecordingProcess.__init__(self)
+        self.listening = Deferred()
+
+    def outReceived(self, data):
+        RecordingProcess.outReceived(self, data)
+        match = LISTENING.search(self.output)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    def processEnded(self, reason):
+        if not self.listening.called:
+            self.listening.errback(
+                RuntimeError(f"twistd ended before listening: {self.errors!r}")
+            )
+            self.listening.addErrback(lambda _: None)
+        RecordingProcess.processEnded(self, reason)
+
+
+def spawn(testCase, process, script, *args):
+    """
+    Run the installed C{script} with C{args} as C{process}, in a fresh
+    directory so the package comes from the installation.
+    """
+    path = testCase.mktemp()
+    os.makedirs(path)
+    argv = [installedScript(script), *args]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
+    return process
+
 
 def startTwistd(testCase, *args):
     """
-    Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
-    comes from the installed package; it is stopped when the test ends.
+    Start C{twistd -n sockservice ARGS}; it is stopped when the test ends.
     """
-    process = TwistdProcess()
-    path = testCase.mktemp()
-    os.makedirs(path)
-    argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
-    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
+    process = spawn(testCase, TwistdProcess(), "twistd", "-n", "--pidfile=", "sockservice", *args)
     testCase.addCleanup(process.stop)
     return process
+
+
+def runClient(testCase, *args):
+    """
+    Run the C{sockservice ARGS} command; it is stopped if still running when
+    the test ends. Its stdin stays open until closed with
+    C{process.transport.closeStdin()}.
+    """
+    process = spawn(testCase, RecordingProcess(), "sockservice", *args)
+    testCase.addCleanup(process.stop)
+    return process
+
+
+def unansweredPort(testCase):
+    """
+    A loopback port that takes no more connections: its listen queue is full
+    and nothing accepts, so the kernel drops new SYNs and connecting times
+    out.
+    """
+    listener = socket.socket()
+    testCase.addCleanup(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    for _ in range(3):
+        filler = socket.socket()
+        testCase.addCleanup(filler.close)
+        filler.setblocking(False)
+        filler.connect_ex(address)
+    return address[1]
+
+
+def closedPort(testCase):
+    """
+    A loopback port that nothing listens on, so connecting is refused.
+    """
+    unused = socket.socket()
+    unused.bind(("127.0.0.1", 0))
+    port = unused.getsockname()[1]
+    unused.close()
+    return port
 
 
 class Peer(Protocol):
