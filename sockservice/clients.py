@@ -215,8 +215,8 @@ class ChatInput(Protocol):
     The terminal or pipe side of a chat (on L{twisted.internet.stdio}): what
     is read goes to C{client} byte for byte; the end of input makes it leave.
 
-    @ivar closed: fires once the terminal side is closed and everything
-        shown is flushed.
+    @ivar closed: fires once everything shown is flushed and the terminal
+        side is closed, or as soon as its output is gone.
     """
 
     def __init__(self, client):
@@ -230,7 +230,12 @@ class ChatInput(Protocol):
         self.client.leave()
 
     def writeConnectionLost(self):
+        self._close()
         self.client.leave()
 
     def connectionLost(self, reason):
-        self.closed.callback(None)
+        self._close()
+
+    def _close(self):
+        if not self.closed.called:
+            self.closed.callback(None)

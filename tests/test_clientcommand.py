@@ -181,3 +181,20 @@ class ChatTests(CommandTestCase):
         self.assertEqual(
             b.errors, f"sockservice chat: 127.0.0.1:{port}: closed the connection\n".encode()
         )
+
+    @inlineCallbacks
+    def test_outputClosed(self):
+        """
+        A chat whose output pipe is closed (C{sockservice chat | head -1})
+        leaves as soon as it has a line it cannot show.
+        """
+        server, port = yield self.server("--mode", "relay")
+        a = runClient(self, "chat", "-p", str(port))
+        b = runClient(self, "chat", "-p", str(port))
+        yield server.printed(b"connection opened", 2)
+        b.transport.closeStdout()
+        a.transport.write(b"anyone?\n")
+        self.assertEqual((yield b.ended), 0, b.errors)
+        yield server.printed(b"connection closed", 1)
+        a.transport.closeStdin()
+        self.assertEqual((yield a.ended), 0, a.errors)

@@ -246,8 +246,16 @@ class ChatTests(ClientTestCase):
         self.assertIsNone(self.successResultOf(self.terminal.closed))
 
     def test_outputGoneLeaves(self):
+        """
+        With nowhere to show what arrives (a closed pipe), the chat leaves and
+        does not wait for its terminal side to flush.
+        """
         self.terminal.writeConnectionLost()
         self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.successResultOf(self.terminal.closed))
+        disconnect(self.terminal)
+        disconnect(self.client)
+        self.successResultOf(self.client.done)
 
     def test_serverClosing(self):
         disconnect(self.client)
