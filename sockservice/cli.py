@@ -23,6 +23,9 @@ from sockservice.tap import _integer
 
 
 def _seconds(value):
+    """
+    A C{--timeout} value: seconds above zero, fractions allowed.
+    """
     try:
         seconds = float(value)
     except ValueError:
@@ -65,7 +68,6 @@ class ClientOptions(_Options):
         ["timeout", "t", 10.0,
          "Seconds to wait for the connection and for each awaited reply.", _seconds],
     ]
-
 
     def exchange(self, reactor, client):
         """
@@ -190,24 +192,31 @@ def serverName(options):
 
 def clientEndpoint(reactor, options):
     """
-    The endpoint every command connects through.
+    The endpoint every command connects through: the one place that knows
+    how to reach the server (IPv4, IPv6 or a name, within C{--timeout}).
     """
     return endpoints.HostnameEndpoint(
-        reactor, options["host"].encode("idna"), options["port"], timeout=options["timeout"]
+        reactor, options["host"], options["port"], timeout=options["timeout"]
     )
 
 
-def _connectProblem(failure, options):
-    if isinstance(failure, error.ConnectionRefusedError):
+def _connectProblem(reason, options):
+    """
+    Why connecting failed, in a few words.
+    """
+    if isinstance(reason, error.ConnectionRefusedError):
         return "connection refused"
-    if isinstance(failure, error.TimeoutError):
+    if isinstance(reason, error.TimeoutError):
         return f"no connection within {options['timeout']:g}s"
-    if isinstance(failure, error.DNSLookupError):
+    if isinstance(reason, error.DNSLookupError):
         return f"cannot resolve {options['host']}"
-    return f"cannot connect ({failure})"
+    return f"cannot connect ({reason})"
 
 
 def writeStdout(data):
+    """
+    Print client output at once, so a pipe sees each line as it arrives.
+    """
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
@@ -223,8 +232,9 @@ def run(reactor, options, output=writeStdout):
     try:
         try:
             yield endpoints.connectProtocol(clientEndpoint(reactor, command), client)
-        except (error.ConnectError, error.DNSLookupError) as e:
+        except (error.ConnectError, error.DNSLookupError, ValueError) as e:
             raise ExchangeFailed(_connectProblem(e, command)) from None
+        reactor.addSystemEventTrigger("before", "shutdown", client.interrupt)
         yield command.exchange(reactor, client)
     except ExchangeFailed as e:
         sys.stderr.write(f"sockservice {options.subCommand}: {serverName(command)}: {e}\n")

@@ -70,6 +70,14 @@ class LineClient(LineReceiver, TimeoutMixin):
         self.setTimeout(None)
         self.transport.abortConnection()
 
+    def interrupt(self):
+        """
+        The program is being stopped (Ctrl-C): the connection closing now
+        ends the exchange as interrupted.
+        """
+        if self._problem is None:
+            self._problem = "interrupted"
+
     def timeoutConnection(self):
         self.fail(f"no {self.awaiting} within {self.timeout:g}s")
 

@@ -178,6 +178,16 @@ class RunTests(OutputTestCase):
             " (Connection to the other side was lost in a non-clean fashion.)\n",
         )
 
+    def test_interruptedByShutdown(self):
+        self.start("collect")
+        client = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
+        client.makeConnection(StringTransport())
+        for trigger, args, kwargs in self.reactor.triggers["before"]["shutdown"]:
+            trigger(*args, **kwargs)
+        client.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.failureResultOf(self.done, SystemExit).value.code, 1)
+        self.assertEqual(self.stderr.getvalue(), "sockservice collect: 127.0.0.1:12345: interrupted\n")
+
     def test_completedExchange(self):
         self.start("send", "x")
         client = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
@@ -209,6 +219,14 @@ class RunTests(OutputTestCase):
         self.assertEqual(
             self.stderr.getvalue(),
             "sockservice chat: nowhere.invalid:12345: cannot resolve nowhere.invalid\n",
+        )
+
+    def test_invalidHostName(self):
+        done = run(MemoryReactorClock(), self.parse("greet", "-h", "a..b"))
+        self.assertEqual(self.failureResultOf(done, SystemExit).value.code, 1)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "sockservice greet: a..b:12345: cannot connect (invalid hostname: a..b)\n",
         )
 
 

@@ -3,6 +3,8 @@ The real C{sockservice} command against the real C{twistd -n sockservice},
 over loopback.
 """
 
+import signal
+
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
@@ -198,3 +200,17 @@ class ChatTests(CommandTestCase):
         yield server.printed(b"connection closed", 1)
         a.transport.closeStdin()
         self.assertEqual((yield a.ended), 0, a.errors)
+
+    @inlineCallbacks
+    def test_interrupted(self):
+        """
+        Ctrl-C (SIGINT) ends a chat with one line and status 1.
+        """
+        server, port = yield self.server("--mode", "relay")
+        chat = runClient(self, "chat", "-p", str(port))
+        yield server.printed(b"connection opened")
+        chat.transport.signalProcess(signal.SIGINT)
+        self.assertEqual((yield chat.ended), 1)
+        self.assertEqual(
+            chat.errors, f"sockservice chat: 127.0.0.1:{port}: interrupted\n".encode()
+        )

@@ -133,6 +133,23 @@ class GreetClientTests(ClientTestCase):
         self.assertFailed(client, "refused a message: ERROR line too long")
         self.assertEqual(self.shown, [b"connect\n"])
 
+    def test_interrupted(self):
+        """
+        Stopping the program closes the connection; the exchange ends as
+        interrupted, not as the server closing.
+        """
+        client, transport = self.connect(GreetClient)
+        client.interrupt()
+        disconnect(client, ConnectionLost)
+        self.assertFailed(client, "interrupted")
+
+    def test_interruptedAfterTheEnd(self):
+        client, transport = self.connect(GreetClient)
+        client.dataReceived(b"connect\n" + ACK)
+        disconnect(client)
+        client.interrupt()
+        self.successResultOf(client.done)
+
     def test_lineTooLong(self):
         client, transport = self.connect(GreetClient)
         client.dataReceived(b"x" * (client.MAX_LENGTH + 1))
