@@ -128,8 +128,8 @@ class ChatOptions(ClientOptions):
     longdesc = (
         "Talk through a relay server: lines read from stdin go out, lines "
         "relayed from the others are printed as they arrive. The end of input "
-        "(Ctrl-D) closes the connection; the server closing ends the command "
-        "with status 1."
+        "(Ctrl-D) closes the connection (status 0); the server closing or "
+        "Ctrl-C ends the command with status 1."
     )
 
     def client(self, output, clock):

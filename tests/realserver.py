@@ -17,11 +17,11 @@ from twisted.internet.protocol import ProcessProtocol, Protocol
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 
 
-def installedScript(name):
+def twistdCommand():
     """
-    The console script C{name} installed beside the running interpreter.
+    The C{twistd} script installed beside the running interpreter.
     """
-    return os.path.join(os.path.dirname(sys.executable), name)
+    return os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 class RecordingProcess(ProcessProtocol):
@@ -40,19 +40,19 @@ class RecordingProcess(ProcessProtocol):
 
     def outReceived(self, data):
         self.output += data
-        for awaited in [a for a in self._awaited if self.output.count(a[0]) >= a[1]]:
+        for awaited in [a for a in self._awaited if a[0] in self.output]:
             self._awaited.remove(awaited)
-            awaited[2].callback(self.output)
+            awaited[1].callback(self.output)
 
     def errReceived(self, data):
         self.errors += data
 
-    def printed(self, data, count=1):
+    def printed(self, data):
         """
-        Fire with all output so far once C{data} occurs in it C{count} times.
+        Fire with all output so far once it holds C{data}.
         """
         awaited = Deferred()
-        self._awaited.append((data, count, awaited))
+        self._awaited.append((data, awaited))
         self.outReceived(b"")
         return awaited
 
@@ -65,10 +65,8 @@ class RecordingProcess(ProcessProtocol):
         return self.ended
 
     def processEnded(self, reason):
-        for data, count, awaited in self._awaited:
-            awaited.errback(
-                AssertionError(f"ended with {self.output!r}, wanted {data!r} x{count}")
-            )
+        for data, awaited in self._awaited:
+            awaited.errback(AssertionError(f"ended with {self.output!r}, wanted {data!r}"))
         self._awaited = []
         status = reason.value.exitCode
         self.ended.callback(-reason.value.signal if status is None else status)
@@ -102,34 +100,29 @@ class TwistdProcess(RecordingProcess):
         RecordingProcess.processEnded(self, reason)
 
 
-def spawn(testCase, process, script, *args):
-    """
-    Run the installed C{script} with C{args} as C{process}, in a fresh
-    directory so the package comes from the installation.
-    """
-    path = testCase.mktemp()
-    os.makedirs(path)
-    argv = [installedScript(script), *args]
-    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
-    return process
-
-
 def startTwistd(testCase, *args):
     """
-    Start C{twistd -n sockservice ARGS}; it is stopped when the test ends.
+    Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
+    comes from the installed package; it is stopped when the test ends.
     """
-    process = spawn(testCase, TwistdProcess(), "twistd", "-n", "--pidfile=", "sockservice", *args)
+    process = TwistdProcess()
+    path = testCase.mktemp()
+    os.makedirs(path)
+    argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
     testCase.addCleanup(process.stop)
     return process
 
 
 def runClient(testCase, *args):
     """
-    Run the C{sockservice ARGS} command; it is stopped if still running when
-    the test ends. Its stdin stays open until closed with
+    Run the C{sockservice ARGS} command installed beside C{twistd}; it is
+    stopped if still running when the test ends. Its stdin stays open until
     C{process.transport.closeStdin()}.
     """
-    process = spawn(testCase, RecordingProcess(), "sockservice", *args)
+    process = RecordingProcess()
+    argv = [os.path.join(os.path.dirname(twistdCommand()), "sockservice"), *args]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
     testCase.addCleanup(process.stop)
     return process
 

@@ -53,7 +53,8 @@ class CommandTests(CommandTestCase):
             ["greet", "--port", str(port), "one", "你好", ""],
             b"connect\n" + b"Information Received\n" * 3,
         )
-        yield server.printed("Buffer: 你好 (from 127.0.0.1:".encode())
+        yield server.stop()
+        self.assertIn("Buffer: 你好 (from 127.0.0.1:".encode(), server.output)
 
     @inlineCallbacks
     def test_sendToSeed002Server(self):
@@ -69,7 +70,6 @@ class CommandTests(CommandTestCase):
         """
         server, port = yield self.server("--mode", "relay")
         peer = yield connectPeer(self, port)
-        yield server.printed(b"connection opened", 1)
         messages = [c * 60000 for c in "abc"]
         yield self.assertRuns(["send", "-p", str(port), *messages], b"CONNECTED\n")
         expected = "".join(m + "\n" for m in messages).encode()
@@ -157,6 +157,18 @@ class FailureTests(CommandTestCase):
 
 class ChatTests(CommandTestCase):
     @inlineCallbacks
+    def connectedChat(self, port, witness):
+        """
+        Run C{sockservice chat}; fire with it once C{witness}, a peer on the
+        same relay server, has seen a line from it.
+        """
+        chat = runClient(self, "chat", "-p", str(port))
+        before = len(witness.data)
+        chat.transport.write(b"here\n")
+        yield witness.receive(before + 5)
+        return chat
+
+    @inlineCallbacks
     def test_relayBetweenTwoChats(self):
         """
         Two C{sockservice chat} commands on pipes talk through a relay
@@ -164,9 +176,10 @@ class ChatTests(CommandTestCase):
         the other.
         """
         server, port = yield self.server("--mode", "relay")
-        a = runClient(self, "chat", "-p", str(port))
-        b = runClient(self, "chat", "-p", str(port))
-        yield server.printed(b"connection opened", 2)
+        witness = yield connectPeer(self, port)
+        a = yield self.connectedChat(port, witness)
+        b = yield self.connectedChat(port, witness)
+        yield a.printed(b"here\n")
         a.transport.write(b"hello from A\n")
         yield b.printed(b"hello from A\n")
         b.transport.write("你好".encode("gbk") + "\r\ncafé\n".encode())
@@ -174,7 +187,7 @@ class ChatTests(CommandTestCase):
         a.transport.write(b"bye")
         a.transport.closeStdin()
         self.assertEqual((yield a.ended), 0, a.errors)
-        self.assertEqual(a.output, b"\\xc4\\xe3\\xba\\xc3\ncaf\xc3\xa9\n")
+        self.assertEqual(a.output, b"here\n\\xc4\\xe3\\xba\\xc3\ncaf\xc3\xa9\n")
         self.assertEqual(a.errors, b"")
         yield b.printed(b"bye\n")
         yield server.stop()
@@ -182,6 +195,10 @@ class ChatTests(CommandTestCase):
         self.assertEqual(b.output, b"hello from A\nbye\n")
         self.assertEqual(
             b.errors, f"sockservice chat: 127.0.0.1:{port}: closed the connection\n".encode()
+        )
+        self.assertEqual(
+            witness.data,
+            b"here\nhere\nhello from A\n" + "你好".encode("gbk") + "\r\ncafé\n".encode() + b"bye\n",
         )
 
     @inlineCallbacks
@@ -191,15 +208,11 @@ class ChatTests(CommandTestCase):
         leaves as soon as it has a line it cannot show.
         """
         server, port = yield self.server("--mode", "relay")
-        a = runClient(self, "chat", "-p", str(port))
-        b = runClient(self, "chat", "-p", str(port))
-        yield server.printed(b"connection opened", 2)
-        b.transport.closeStdout()
-        a.transport.write(b"anyone?\n")
-        self.assertEqual((yield b.ended), 0, b.errors)
-        yield server.printed(b"connection closed", 1)
-        a.transport.closeStdin()
-        self.assertEqual((yield a.ended), 0, a.errors)
+        witness = yield connectPeer(self, port)
+        chat = yield self.connectedChat(port, witness)
+        chat.transport.closeStdout()
+        witness.send(b"anyone?\n")
+        self.assertEqual((yield chat.ended), 0, chat.errors)
 
     @inlineCallbacks
     def test_interrupted(self):
@@ -207,8 +220,8 @@ class ChatTests(CommandTestCase):
         Ctrl-C (SIGINT) ends a chat with one line and status 1.
         """
         server, port = yield self.server("--mode", "relay")
-        chat = runClient(self, "chat", "-p", str(port))
-        yield server.printed(b"connection opened")
+        witness = yield connectPeer(self, port)
+        chat = yield self.connectedChat(port, witness)
         chat.transport.signalProcess(signal.SIGINT)
         self.assertEqual((yield chat.ended), 1)
         self.assertEqual(
