@@ -229,12 +229,22 @@ def run(reactor, options, output=writeStdout):
     """
     command = options.subOptions
     client = command.client(output, reactor)
+    connecting = endpoints.connectProtocol(clientEndpoint(reactor, command), client)
+
+    def interrupt():
+        if client.transport is None:
+            connecting.cancel()
+        else:
+            client.interrupt()
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupt)
     try:
         try:
-            yield endpoints.connectProtocol(clientEndpoint(reactor, command), client)
+            yield connecting
         except (error.ConnectError, error.DNSLookupError, ValueError) as e:
             raise ExchangeFailed(_connectProblem(e, command)) from None
-        reactor.addSystemEventTrigger("before", "shutdown", client.interrupt)
+        except error.ConnectingCancelledError:
+            raise ExchangeFailed("interrupted") from None
         yield command.exchange(reactor, client)
     except ExchangeFailed as e:
         sys.stderr.write(f"sockservice {options.subCommand}: {serverName(command)}: {e}\n")

@@ -188,6 +188,13 @@ class RunTests(OutputTestCase):
         self.assertEqual(self.failureResultOf(self.done, SystemExit).value.code, 1)
         self.assertEqual(self.stderr.getvalue(), "sockservice collect: 127.0.0.1:12345: interrupted\n")
 
+    def test_interruptedWhileConnecting(self):
+        self.start("greet")
+        for trigger, args, kwargs in self.reactor.triggers["before"]["shutdown"]:
+            trigger(*args, **kwargs)
+        self.assertEqual(self.failureResultOf(self.done, SystemExit).value.code, 1)
+        self.assertEqual(self.stderr.getvalue(), "sockservice greet: 127.0.0.1:12345: interrupted\n")
+
     def test_completedExchange(self):
         self.start("send", "x")
         client = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
