@@ -225,7 +225,8 @@ def writeStdout(data):
 def run(reactor, options, output=writeStdout):
     """
     Connect the chosen command's client and wait for its exchange to end.
-    A failure is one line on stderr naming the server, and exit status 1.
+    A failure, or the program being stopped (Ctrl-C), is one line on stderr
+    naming the server, and exit status 1.
     """
     command = options.subOptions
     client = command.client(output, reactor)
