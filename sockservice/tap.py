@@ -15,11 +15,20 @@ from sockservice.foldinglog import FoldingLog
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
 from sockservice.listening import ListeningService
+from sockservice.redishub import DEFAULT_CHANNEL, OUTBOX_LIMIT, RedisHub, redisEndpoint
+from sockservice.redisurl import parseRedisURL
 from sockservice.relay import RelayFactory
 
 MODES = ("greet", "collect", "relay")
 DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
-MODE_OPTIONS = {"ack": ("greet",), "count": ("collect",), "log-messages": ("relay",)}
+MODE_OPTIONS = {
+    "ack": ("greet",),
+    "count": ("collect",),
+    "log-messages": ("relay",),
+    "backplane": ("relay",),
+    "channel": ("relay",),
+    "backplane-outbox": ("relay",),
+}
 
 
 def _integer(name, low, high=None):
@@ -83,6 +92,15 @@ class Options(usage.Options):
          _integer("count", 1)],
         ["max-line", None, 65536, "Longest line accepted, in bytes",
          _integer("max-line", 1)],
+        ["backplane", None, None,
+         "relay: relay across nodes through this Redis: "
+         "redis://[:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS."],
+        ["channel", None, None,
+         f"relay: Redis pub/sub channel the nodes share [default: {DEFAULT_CHANNEL}]."],
+        ["backplane-outbox", None, None,
+         "relay: bytes held for Redis while it is away; lines beyond that "
+         f"do not reach other nodes and are counted [default: {OUTBOX_LIMIT}]",
+         _integer("backplane-outbox", 0)],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -125,6 +143,30 @@ class Options(usage.Options):
         self["greetingLine"] = _lineText("greeting", greeting) if greeting else b""
         self["ackLine"] = _lineText("ack", self["ack"])
         self["endpoints"] = self._endpoints()
+        self["backplaneAddress"] = self._backplane()
+
+    def _backplane(self):
+        if self["backplane"] is None:
+            for option in ("channel", "backplane-outbox"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} applies only with --backplane")
+            return None
+        if self["channel"] is None:
+            self["channel"] = DEFAULT_CHANNEL
+        if self["backplane-outbox"] is None:
+            self["backplane-outbox"] = OUTBOX_LIMIT
+        try:
+            address = parseRedisURL(self["backplane"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if address.tls:
+            try:
+                from twisted.internet import ssl  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "rediss:// needs TLS support: pip install 'Twisted[tls]'"
+                ) from None
+        return address
 
     def _endpoints(self):
         if self["listen"]:
@@ -164,7 +206,22 @@ def makeFactory(options, reactor):
         return GreetFactory(ack=options["ackLine"], **common)
     if mode == "collect":
         return CollectFactory(count=options["count"], **common)
-    return RelayFactory(hub=LocalHub(), logMessages=options["log-messages"], **common)
+    return RelayFactory(hub=makeHub(options, reactor), logMessages=options["log-messages"], **common)
+
+
+def makeHub(options, reactor):
+    """
+    The relay hub: this process's clients only, or every node's through the
+    Redis backplane.
+    """
+    address = options["backplaneAddress"]
+    if address is None:
+        return LocalHub()
+    log = FoldingLog(Logger(namespace="sockservice.backplane"), reactor, budget=1, interval=10.0)
+    return RedisHub(
+        reactor, redisEndpoint(reactor, address), address, options["channel"], log,
+        outboxLimit=options["backplane-outbox"],
+    )
 
 
 def makeService(options, reactor=None):
@@ -183,6 +240,9 @@ def makeService(options, reactor=None):
         listener = ListeningService(endpoint, description, factory)
         listener.setServiceParent(top)
         listeners.append(listener)
+    hub = getattr(factory, "hub", None)
+    if service.IService.providedBy(hub):
+        hub.setServiceParent(top)
     if options["mode"] == "collect":
         factory.allAccepted.addCallback(
             lambda _: [listener.stopService() for listener in listeners]

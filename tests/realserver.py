@@ -6,6 +6,7 @@ they receive.
 
 import os
 import re
+import shutil
 import socket
 import sys
 
@@ -13,6 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.trial.unittest import SkipTest
 
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 
@@ -36,25 +38,35 @@ class RecordingProcess(ProcessProtocol):
         self.output = b""
         self.errors = b""
         self.ended = Deferred()
-        self._awaited = []
+        self._waiting = []
 
     def outReceived(self, data):
         self.output += data
-        for awaited in [a for a in self._awaited if a[0] in self.output]:
-            self._awaited.remove(awaited)
-            awaited[1].callback(self.output)
+        ready = [w for w in self._waiting if self.output.count(w[0]) >= w[1]]
+        for waiting in ready:
+            self._waiting.remove(waiting)
+            waiting[2].callback(None)
+
+    def logged(self, text, times=1):
+        """
+        Fire once C{text} (bytes) has been output C{times} times in all.
+        """
+        waiting = Deferred()
+        if self.output.count(text) >= times:
+            waiting.callback(None)
+        else:
+            self._waiting.append((text, times, waiting))
+        return waiting
 
     def errReceived(self, data):
         self.errors += data
 
-    def printed(self, data):
-        """
-        Fire with all output so far once it holds C{data}.
-        """
-        awaited = Deferred()
-        self._awaited.append((data, awaited))
-        self.outReceived(b"")
-        return awaited
+    def processEnded(self, reason):
+        for text, times, waiting in self._waiting:
+            waiting.errback(AssertionError(f"ended before logging {text!r} {times} times"))
+        self._waiting = []
+        status = reason.value.exitCode
+        self.ended.callback(-reason.value.signal if status is None else status)
 
     def stop(self):
         """
@@ -63,13 +75,6 @@ class RecordingProcess(ProcessProtocol):
         if not self.ended.called:
             self.transport.signalProcess("TERM")
         return self.ended
-
-    def processEnded(self, reason):
-        for data, awaited in self._awaited:
-            awaited.errback(AssertionError(f"ended with {self.output!r}, wanted {data!r}"))
-        self._awaited = []
-        status = reason.value.exitCode
-        self.ended.callback(-reason.value.signal if status is None else status)
 
 
 class TwistdProcess(RecordingProcess):
@@ -100,16 +105,17 @@ class TwistdProcess(RecordingProcess):
         RecordingProcess.processEnded(self, reason)
 
 
-def startTwistd(testCase, *args):
+def startTwistd(testCase, *args, env=None):
     """
     Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
-    comes from the installed package; it is stopped when the test ends.
+    comes from the installed package, with C{env} added to the environment;
+    it is stopped when the test ends.
     """
     process = TwistdProcess()
     path = testCase.mktemp()
     os.makedirs(path)
     argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
-    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})), path=path)
     testCase.addCleanup(process.stop)
     return process
 
@@ -146,15 +152,90 @@ def unansweredPort(testCase):
     return address[1]
 
 
-def closedPort(testCase):
+def freePort():
     """
-    A loopback port that nothing listens on, so connecting is refused.
+    A TCP port on 127.0.0.1 that nothing listens on right now.
     """
-    unused = socket.socket()
-    unused.bind(("127.0.0.1", 0))
-    port = unused.getsockname()[1]
-    unused.close()
-    return port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer(ProcessProtocol):
+    """
+    A throwaway C{redis-server} on 127.0.0.1: no persistence, its files in a
+    temporary directory, killed when the test ends; it can be killed and
+    started again on the same port. Given C{tls}, the paths of a certificate
+    and its key, it speaks only TLS.
+
+    @ivar url: the C{--backplane} URL that reaches it.
+    """
+
+    READY = b"Ready to accept connections"
+
+    def __init__(self, testCase, *args, tls=None):
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise SkipTest("redis-server is not installed (apt-get install redis-server)")
+        self.port = freePort()
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}"
+        self.directory = testCase.mktemp()
+        os.makedirs(self.directory)
+        if tls:
+            certificate, key = tls
+            listen = [
+                "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", certificate,
+                "--tls-key-file", key, "--tls-ca-cert-file", certificate,
+                "--tls-auth-clients", "no",
+            ]
+        else:
+            listen = ["--port", str(self.port)]
+        self.argv = [
+            executable, *listen, "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", ".", *args,
+        ]
+        self.ended = None
+        testCase.addCleanup(self.kill)
+
+    def start(self):
+        """
+        Start it; fire when it accepts connections.
+        """
+        self.output = b""
+        self.ready = Deferred()
+        self.ended = Deferred()
+        reactor.spawnProcess(self, self.argv[0], self.argv, env={}, path=self.directory)
+        return self.ready
+
+    def outReceived(self, data):
+        self.output += data
+        if self.READY in self.output and not self.ready.called:
+            self.ready.callback(self)
+
+    def processEnded(self, reason):
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"redis-server ended: {self.output!r}"))
+        self.ended.callback(None)
+
+    def kill(self):
+        """
+        SIGKILL it if running, as a crash would; fire when it has ended.
+        """
+        if self.ended is None:
+            return None
+        if not self.ended.called:
+            self.transport.signalProcess("KILL")
+        return self.ended
+
+
+@inlineCallbacks
+def startRedis(testCase, *args, tls=None):
+    """
+    A running L{RedisServer} with C{args} (such as C{--requirepass PW}).
+    """
+    server = RedisServer(testCase, *args, tls=tls)
+    yield server.start()
+    return server
 
 
 class Peer(Protocol):

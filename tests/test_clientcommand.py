@@ -9,8 +9,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.realserver import (
-    closedPort,
     connectPeer,
+    freePort,
     runClient,
     startTwistd,
     unansweredPort,
@@ -99,7 +99,7 @@ class FailureTests(CommandTestCase):
 
     @inlineCallbacks
     def test_refused(self):
-        port = closedPort(self)
+        port = freePort()
         yield self.assertRuns(
             ["greet", "-p", str(port)],
             b"",
@@ -179,17 +179,17 @@ class ChatTests(CommandTestCase):
         witness = yield connectPeer(self, port)
         a = yield self.connectedChat(port, witness)
         b = yield self.connectedChat(port, witness)
-        yield a.printed(b"here\n")
+        yield a.logged(b"here\n")
         a.transport.write(b"hello from A\n")
-        yield b.printed(b"hello from A\n")
+        yield b.logged(b"hello from A\n")
         b.transport.write("你好".encode("gbk") + "\r\ncafé\n".encode())
-        yield a.printed("café\n".encode())
+        yield a.logged("café\n".encode())
         a.transport.write(b"bye")
         a.transport.closeStdin()
         self.assertEqual((yield a.ended), 0, a.errors)
         self.assertEqual(a.output, b"here\n\\xc4\\xe3\\xba\\xc3\ncaf\xc3\xa9\n")
         self.assertEqual(a.errors, b"")
-        yield b.printed(b"bye\n")
+        yield b.logged(b"bye\n")
         yield server.stop()
         self.assertEqual((yield b.ended), 1)
         self.assertEqual(b.output, b"hello from A\nbye\n")

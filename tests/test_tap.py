@@ -13,6 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.collect import CollectFactory
 from sockservice.greet import GreetFactory
+from sockservice.hub import LocalHub
+from sockservice.redishub import RedisHub
+from sockservice.redisurl import RedisAddress
 from sockservice.relay import RelayFactory
 from sockservice.tap import Options, makeService
 from tests.support import connect, disconnect
@@ -41,6 +44,8 @@ class OptionsTests(SynchronousTestCase):
             self.stderr.getvalue(),
             f"twistd sockservice: {message} (see twistd sockservice --help)\n",
         )
+        self.stderr.truncate(0)
+        self.stderr.seek(0)
 
     def test_defaults(self):
         options = parse()
@@ -143,6 +148,35 @@ class OptionsTests(SynchronousTestCase):
         self.stderr.seek(0)
         self.assertUsageError(["--log-messages"], "--log-messages applies only to --mode relay")
 
+    def test_backplane(self):
+        options = parse("-m", "relay", "--backplane", "redis://:pw@127.0.0.1:6380/1")
+        self.assertEqual(options["backplaneAddress"], RedisAddress("127.0.0.1", 6380, "pw", None, 1))
+        self.assertEqual(options["channel"], "sockservice:relay")
+        self.assertEqual(options["backplane-outbox"], 1 << 20)
+        options = parse("-m", "relay", "--backplane", "redis://h", "--channel", "chat:eu",
+                        "--backplane-outbox", "0")
+        self.assertEqual((options["channel"], options["backplane-outbox"]), ("chat:eu", 0))
+        self.assertIsNone(parse("-m", "relay")["backplaneAddress"])
+
+    def test_badBackplane(self):
+        self.assertUsageError(
+            ["-m", "relay", "--backplane", "localhost:6379"],
+            "--backplane must be a redis:// or rediss:// URL, such as "
+            "redis://:PASSWORD@127.0.0.1:6379/0",
+        )
+
+    def test_backplaneOptionsNeedRelayAndBackplane(self):
+        self.assertUsageError(
+            ["--backplane", "redis://h"], "--backplane applies only to --mode relay"
+        )
+        self.assertUsageError(
+            ["-m", "relay", "--channel", "c"], "--channel applies only with --backplane"
+        )
+        self.assertUsageError(
+            ["-m", "relay", "--backplane-outbox", "5"],
+            "--backplane-outbox applies only with --backplane",
+        )
+
     def test_unknownOption(self):
         self.assertUsageError(["--bogus"], "option --bogus not recognized")
 
@@ -178,6 +212,23 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual([server[0] for server in self.reactor.tcpServers], [1, 2])
         self.assertIsInstance(factories[0], RelayFactory)
         self.assertIs(factories[0], factories[1])
+
+    def test_relayHub(self):
+        """
+        Relay uses the local hub, or with --backplane the Redis hub, which
+        runs as a child service.
+        """
+        self.start("--mode", "relay")
+        self.assertIsInstance(self.reactor.tcpServers[0][1].hub, LocalHub)
+        service = makeService(
+            parse("-m", "relay", "--backplane", "redis://127.0.0.1:6380", "--channel", "c",
+                  "--backplane-outbox", "99"),
+            reactor=MemoryReactorClock(),
+        )
+        listener, hub = list(service)
+        self.assertIs(listener.factory.hub, hub)
+        self.assertIsInstance(hub, RedisHub)
+        self.assertEqual((hub.channel, hub.outbox.limit), ("c", 99))
 
     def test_collectStopsListeningThenReactor(self):
         """
