@@ -1,6 +1,7 @@
 """
-Helpers for integration tests: the real C{twistd -n sockservice} process and
-loopback clients that record what they receive.
+Helpers for integration tests: the real C{twistd -n sockservice} process, the
+real C{sockservice} client command, and loopback clients that record what
+they receive.
 """
 
 import hashlib
@@ -26,27 +27,22 @@ def twistdCommand():
     return os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
-class TwistdProcess(ProcessProtocol):
+class RecordingProcess(ProcessProtocol):
     """
-    A running C{twistd -n sockservice}.
+    A child process whose output and errors are kept.
 
-    @ivar listening: fires with the first port it listens on.
     @ivar ended: fires with its exit status, or minus the signal that ended
-        it (twistd re-raises the SIGTERM it shut down on).
+        it.
     """
 
     def __init__(self):
         self.output = b""
         self.errors = b""
-        self.listening = Deferred()
         self.ended = Deferred()
         self._waiting = []
 
     def outReceived(self, data):
         self.output += data
-        match = LISTENING.search(self.output)
-        if match and not self.listening.called:
-            self.listening.callback(int(match.group(1)))
         ready = [w for w in self._waiting if self.output.count(w[0]) >= w[1]]
         for waiting in ready:
             self._waiting.remove(waiting)
@@ -67,11 +63,6 @@ class TwistdProcess(ProcessProtocol):
         self.errors += data
 
     def processEnded(self, reason):
-        if not self.listening.called:
-            self.listening.errback(
-                RuntimeError(f"twistd ended before listening: {self.errors!r}")
-            )
-            self.listening.addErrback(lambda _: None)
         for text, times, waiting in self._waiting:
             waiting.errback(AssertionError(f"ended before logging {text!r} {times} times"))
         self._waiting = []
@@ -85,6 +76,34 @@ class TwistdProcess(ProcessProtocol):
         if not self.ended.called:
             self.transport.signalProcess("TERM")
         return self.ended
+
+
+class TwistdProcess(RecordingProcess):
+    """
+    A running C{twistd -n sockservice}.
+
+    @ivar listening: fires with the first port it listens on.
+    @ivar ended: twistd re-raises the SIGTERM it shut down on, so it fires
+        with C{-SIGTERM} after L{stop}.
+    """
+
+    def __init__(self):
+        RecordingProcess.__init__(self)
+        self.listening = Deferred()
+
+    def outReceived(self, data):
+        RecordingProcess.outReceived(self, data)
+        match = LISTENING.search(self.output)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    def processEnded(self, reason):
+        if not self.listening.called:
+            self.listening.errback(
+                RuntimeError(f"twistd ended before listening: {self.errors!r}")
+            )
+            self.listening.addErrback(lambda _: None)
+        RecordingProcess.processEnded(self, reason)
 
 
 def spawnTwistd(path, *args, env=None):
@@ -108,6 +127,38 @@ def startTwistd(testCase, *args, env=None):
     process = spawnTwistd(path, *args, env=env)
     testCase.addCleanup(process.stop)
     return process
+
+
+def runClient(testCase, *args):
+    """
+    Run the C{sockservice ARGS} command installed beside C{twistd}; it is
+    stopped if still running when the test ends. Its stdin stays open until
+    C{process.transport.closeStdin()}.
+    """
+    process = RecordingProcess()
+    argv = [os.path.join(os.path.dirname(twistdCommand()), "sockservice"), *args]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
+    testCase.addCleanup(process.stop)
+    return process
+
+
+def unansweredPort(testCase):
+    """
+    A loopback port that takes no more connections: its listen queue is full
+    and nothing accepts, so the kernel drops new SYNs and connecting times
+    out.
+    """
+    listener = socket.socket()
+    testCase.addCleanup(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    for _ in range(3):
+        filler = socket.socket()
+        testCase.addCleanup(filler.close)
+        filler.setblocking(False)
+        filler.connect_ex(address)
+    return address[1]
 
 
 def freePort():
