@@ -6,11 +6,13 @@ chat), as L{usage.Options} subcommands run with L{task.react}.
 import os
 import sys
 
-from twisted.internet import endpoints, error, stdio, task
+from OpenSSL.crypto import Error as OpenSSLError
+from twisted.internet import endpoints, error, ssl, stdio, task
 from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
 
 from sockservice import __version__
+from sockservice.auth import TokenGate
 from sockservice.clients import (
     ChatClient,
     ChatInput,
@@ -38,6 +40,19 @@ def _seconds(value):
 _seconds.coerceDoc = "(seconds)"
 
 
+def _authority(path):
+    """
+    The certificate in the PEM file at C{path}, to trust for C{--tls}.
+    """
+    try:
+        with open(path, "rb") as f:
+            return ssl.Certificate.loadPEM(f.read())
+    except OSError as e:
+        raise usage.UsageError(f"cannot read --cafile {path!r}: {e.strerror}") from None
+    except OpenSSLError:
+        raise usage.UsageError(f"--cafile {path!r} holds no PEM certificate") from None
+
+
 def _message(text):
     """
     A message argument as the bytes it was given in (see L{os.fsencode}),
@@ -59,7 +74,8 @@ class _Options(usage.Options):
 
 class ClientOptions(_Options):
     """
-    Where to connect and how long to wait, shared by every command.
+    Where to connect, how (TLS, the relay token) and how long to wait,
+    shared by every command.
     """
 
     optParameters = [
@@ -67,7 +83,29 @@ class ClientOptions(_Options):
         ["port", "p", 12345, "Server TCP port.", _integer("port", 1, 65535)],
         ["timeout", "t", 10.0,
          "Seconds to wait for the connection and for each awaited reply.", _seconds],
+        ["cafile", None, None,
+         "PEM certificate to trust for --tls (such as the server's self-signed "
+         "one) instead of the system's authorities; implies --tls."],
+        ["token-file", None, None,
+         "Send this file's first line first: the token of a relay server run "
+         "with --token-file."],
     ]
+    optFlags = [
+        ["tls", None, "Connect with TLS, checking that the server's certificate "
+         "names --host."],
+    ]
+
+    def postOptions(self):
+        self["trustRoot"] = None
+        if self["cafile"] is not None:
+            self["tls"] = True
+            self["trustRoot"] = _authority(self["cafile"])
+        self["token"] = None
+        if self["token-file"] is not None:
+            try:
+                self["token"] = TokenGate.fromFile(self["token-file"]).token
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
 
     def exchange(self, reactor, client):
         """
@@ -193,11 +231,16 @@ def serverName(options):
 def clientEndpoint(reactor, options):
     """
     The endpoint every command connects through: the one place that knows
-    how to reach the server (IPv4, IPv6 or a name, within C{--timeout}).
+    how to reach the server (IPv4, IPv6 or a name, within C{--timeout}; over
+    TLS with C{--tls}).
     """
-    return endpoints.HostnameEndpoint(
+    endpoint = endpoints.HostnameEndpoint(
         reactor, options["host"], options["port"], timeout=options["timeout"]
     )
+    if options["tls"]:
+        tls = ssl.optionsForClientTLS(options["host"], trustRoot=options["trustRoot"])
+        endpoint = endpoints.wrapClientTLS(tls, endpoint)
+    return endpoint
 
 
 def _connectProblem(reason, options):
@@ -230,6 +273,7 @@ def run(reactor, options, output=writeStdout):
     """
     command = options.subOptions
     client = command.client(output, reactor)
+    client.firstLine = command["token"]
     connecting = endpoints.connectProtocol(clientEndpoint(reactor, command), client)
 
     def interrupt():

@@ -5,6 +5,7 @@ callable (bytes of UTF-8 text) and report the end of the exchange through
 their C{done} Deferred.
 """
 
+from OpenSSL.SSL import Error as TLSError
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -33,12 +34,25 @@ def displayText(line):
     return text.encode("utf-8") + b"\n"
 
 
+def tlsProblem(reason):
+    """
+    What failed in TLS (C{certificate verify failed}, say) when that is why
+    the connection ended, else L{None}.
+    """
+    if not reason.check(TLSError):
+        return None
+    errors = reason.value.args[0] if reason.value.args else ()
+    details = [error[-1] for error in errors if isinstance(error, tuple)]
+    return "TLS failed: " + (", ".join(details) or reason.getErrorMessage())
+
+
 class LineClient(LineReceiver, TimeoutMixin):
     """
     Shows received lines and fails the exchange when a reply it awaits does
     not come within C{timeout} seconds on C{clock}.
 
     @ivar awaiting: what the client waits for, as named in a timeout.
+    @ivar firstLine: sent before anything else (a relay's token), or L{None}.
     @ivar done: fires with L{None} when the exchange completed, or fails with
         L{ExchangeFailed}.
     """
@@ -46,6 +60,7 @@ class LineClient(LineReceiver, TimeoutMixin):
     delimiter = b"\n"
     MAX_LENGTH = 1 << 20
     awaiting = "reply"
+    firstLine = None
 
     def __init__(self, output, clock, timeout):
         self.output = output
@@ -53,6 +68,11 @@ class LineClient(LineReceiver, TimeoutMixin):
         self.timeout = timeout
         self.done = Deferred()
         self._problem = None
+
+    def makeConnection(self, transport):
+        if self.firstLine is not None:
+            transport.write(self.firstLine + b"\n")
+        LineReceiver.makeConnection(self, transport)
 
     def show(self, line):
         self.output(displayText(line))
@@ -86,7 +106,7 @@ class LineClient(LineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
-        problem = self._problem or self.closedProblem(reason)
+        problem = self._problem or tlsProblem(reason) or self.closedProblem(reason)
         if problem:
             self.done.errback(ExchangeFailed(problem))
         else:

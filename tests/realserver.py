@@ -4,6 +4,7 @@ real C{sockservice} client command, and loopback clients that record what
 they receive.
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.trial.unittest import SkipTest
 
@@ -105,17 +106,25 @@ class TwistdProcess(RecordingProcess):
         RecordingProcess.processEnded(self, reason)
 
 
-def startTwistd(testCase, *args, env=None):
+def spawnTwistd(path, *args, env=None):
     """
-    Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
-    comes from the installed package, with C{env} added to the environment;
-    it is stopped when the test ends.
+    Start C{twistd -n sockservice ARGS} in the directory C{path}, away from
+    the checkout, so the plugin comes from the installed package, with
+    C{env} added to the environment.
     """
     process = TwistdProcess()
-    path = testCase.mktemp()
-    os.makedirs(path)
     argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})), path=path)
+    return process
+
+
+def startTwistd(testCase, *args, env=None):
+    """
+    L{spawnTwistd} in a fresh directory; it is stopped when the test ends.
+    """
+    path = testCase.mktemp()
+    os.makedirs(path)
+    process = spawnTwistd(path, *args, env=env)
     testCase.addCleanup(process.stop)
     return process
 
@@ -278,11 +287,61 @@ class Peer(Protocol):
         self.transport.write(data)
 
 
+class DigestPeer(Protocol):
+    """
+    A loopback client that keeps only the size and SHA-256 of what it
+    receives, for transfers too big to hold.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.digest = hashlib.sha256()
+        self.closed = Deferred()
+        self._waiting = None
+
+    def dataReceived(self, data):
+        self.count += len(data)
+        self.digest.update(data)
+        if self._waiting and self.count >= self._waiting[0]:
+            waiting, self._waiting = self._waiting[1], None
+            waiting.callback(self.count)
+
+    def connectionLost(self, reason):
+        if self._waiting:
+            self._waiting[1].errback(
+                AssertionError(f"closed after {self.count} of {self._waiting[0]} bytes")
+            )
+        self.closed.callback(None)
+
+    def receive(self, size):
+        """
+        Fire once C{size} bytes in all have come.
+        """
+        waiting = Deferred()
+        if self.count >= size:
+            waiting.callback(self.count)
+        else:
+            self._waiting = (size, waiting)
+        return waiting
+
+
+def connectProtocolTo(port, peer, tls=None):
+    """
+    Connect C{peer} to 127.0.0.1:C{port}, over TLS with the client options
+    C{tls} if given.
+    """
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
+    return connectProtocol(endpoint, peer)
+
+
 @inlineCallbacks
-def connectPeer(testCase, port):
+def connectPeer(testCase, port, tls=None, peer=None):
     """
-    Connect a L{Peer} to 127.0.0.1:C{port}; it is aborted when the test ends.
+    Connect a L{Peer} (or C{peer}) with L{connectProtocolTo}; it is aborted
+    when the test ends.
     """
-    peer = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Peer())
+    peer = yield connectProtocolTo(port, Peer() if peer is None else peer, tls)
     testCase.addCleanup(lambda: peer.closed.called or peer.transport.abortConnection())
     return peer

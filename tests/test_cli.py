@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sockservice.cli import Options, run, serverName
+from tests.support import makeCertificate
 
 
 class OutputTestCase(SynchronousTestCase):
@@ -92,8 +93,8 @@ class OptionsTests(OutputTestCase):
 
     def test_unknownOption(self):
         self.assertUsageError(
-            ["chat", "--tls"],
-            "sockservice chat: option --tls not recognized (see sockservice chat --help)",
+            ["chat", "--bogus"],
+            "sockservice chat: option --bogus not recognized (see sockservice chat --help)",
         )
 
     def test_sendNeedsAMessage(self):
@@ -247,3 +248,71 @@ class NoAddresses:
                         transportSemantics="TCP"):
         receiver.resolutionBegan(HostResolution(hostName))
         receiver.resolutionComplete()
+
+
+class SecurityOptionsTests(OutputTestCase):
+    """
+    C{--tls}, C{--cafile} and C{--token-file}, on every command.
+    """
+
+    def setUp(self):
+        OutputTestCase.setUp(self)
+        self.key, self.cert = makeCertificate(self.mktemp())
+
+    def test_plainByDefault(self):
+        command = self.parse("greet").subOptions
+        self.assertEqual((command["tls"], command["trustRoot"], command["token"]), (0, None, None))
+
+    def test_cafileImpliesTLS(self):
+        command = self.parse("chat", "--cafile", self.cert).subOptions
+        self.assertTrue(command["tls"])
+        with open(self.cert, "rb") as f:
+            self.assertEqual(command["trustRoot"].dumpPEM(), f.read())
+
+    def test_tokenFile(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"let me in\r\n")
+        self.assertEqual(self.parse("send", "--token-file", path, "x").subOptions["token"],
+                         b"let me in")
+
+    def test_unreadableFiles(self):
+        for argv, problem in [
+            (["greet", "--cafile", "/nonexistent"],
+             "cannot read --cafile '/nonexistent': No such file or directory"),
+            (["greet", "--cafile", self.key],
+             f"--cafile {self.key!r} holds no PEM certificate"),
+            (["greet", "--token-file", "/nonexistent"],
+             "cannot read --token-file '/nonexistent': No such file or directory"),
+        ]:
+            self.stderr.truncate(0)
+            self.stderr.seek(0)
+            self.assertUsageError(
+                argv, f"sockservice greet: {problem} (see sockservice greet --help)"
+            )
+
+
+class SecureRunTests(OutputTestCase):
+    """
+    With C{--tls} the connection speaks TLS from its first byte, and the
+    token goes first on it.
+    """
+
+    start = RunTests.start
+
+    def test_tls(self):
+        self.start("greet", "--tls")
+        client = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
+        transport = StringTransport()
+        client.makeConnection(transport)
+        self.assertEqual(transport.value()[:2], b"\x16\x03")
+
+    def test_tokenFirst(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"tok\n")
+        self.start("send", "--token-file", path, "hello")
+        client = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
+        transport = StringTransport()
+        client.makeConnection(transport)
+        self.assertEqual(transport.value(), b"tok\nhello\n")

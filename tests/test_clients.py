@@ -3,9 +3,11 @@ The client protocols on a string transport: exact bytes out, exact text
 shown, and how each exchange ends.
 """
 
+from OpenSSL import SSL
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.clients import (
@@ -280,3 +282,25 @@ class ChatTests(ClientTestCase):
 
     def test_noTimeoutWhileChatting(self):
         self.assertFalse(self.clock.getDelayedCalls())
+
+
+class TLSFailureTests(ClientTestCase):
+    def test_tlsProblemNamed(self):
+        """
+        A connection ended by TLS says what failed, not that the server
+        closed it.
+        """
+        client, transport = self.connect(GreetClient)
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        client.connectionLost(Failure(error))
+        self.assertFailed(client, "TLS failed: certificate verify failed")
+
+
+class FirstLineTests(ClientTestCase):
+    def test_sentBeforeAnything(self):
+        self.shown = []
+        client = SendClient(self.shown.append, Clock(), 10, [b"hello"])
+        client.firstLine = b"token"
+        transport = StringTransport()
+        client.makeConnection(transport)
+        self.assertEqual(transport.value(), b"token\nhello\n")

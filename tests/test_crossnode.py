@@ -3,14 +3,13 @@ Relay across nodes: two real C{twistd -n sockservice --mode relay} processes
 on one real C{redis-server}, clients on both, over loopback.
 """
 
-import datetime
-import ipaddress
 import os
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.realserver import RedisServer, connectPeer, startRedis, startTwistd
+from tests.support import makeCertificate
 
 GREETING = b"hi\n"
 LOCAL = ("--interface", "127.0.0.1", "--port", "0", "--mode", "relay", "--greeting", "hi")
@@ -172,44 +171,6 @@ class CrossNodeTests(TestCase):
         self.assertNotIn(b"wrong", node.output)
 
 
-def selfSignedCertificate(directory):
-    """
-    Write a certificate for 127.0.0.1 and its key in C{directory}; return
-    their paths.
-    """
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        raise SkipTest("needs cryptography (Twisted[tls]) for rediss://") from None
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    os.makedirs(directory)
-    paths = os.path.abspath(os.path.join(directory, "cert.pem")), os.path.abspath(
-        os.path.join(directory, "key.pem"))
-    with open(paths[0], "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
-    with open(paths[1], "wb") as f:
-        f.write(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-    return paths
-
-
 class TLSBackplaneTests(TestCase):
     timeout = 60
 
@@ -220,7 +181,7 @@ class TLSBackplaneTests(TestCase):
         certificate is checked (trusted here through SSL_CERT_FILE), and a
         node that does not trust it says why.
         """
-        certificate, key = selfSignedCertificate(self.mktemp())
+        key, certificate = makeCertificate(os.path.abspath(self.mktemp()))
         redis = yield startRedis(self, tls=(certificate, key))
         trusting = {"SSL_CERT_FILE": certificate}
         one, onePort = yield startNode(self, redis, env=trusting)

@@ -8,6 +8,7 @@ import sys
 from twisted.application.service import IServiceMaker
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,6 +18,7 @@ from sockservice.hub import LocalHub
 from sockservice.redishub import RedisHub
 from sockservice.redisurl import RedisAddress
 from sockservice.relay import RelayFactory
+from sockservice import tap
 from sockservice.tap import Options, makeService
 from tests.support import connect, disconnect
 
@@ -263,4 +265,78 @@ class MakeServiceTests(SynchronousTestCase):
             stderr.getvalue(),
             "sockservice: cannot listen on tcp:12345:interface=0.0.0.0: "
             "Address already in use\n",
+        )
+
+
+class LimitOptionsTests(SynchronousTestCase):
+    """
+    The hardening options: their defaults, their checks, and the limits
+    and gate the factory gets from them.
+    """
+
+    def setUp(self):
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+
+    assertUsageError = OptionsTests.assertUsageError
+    start = MakeServiceTests.start
+
+    def test_defaults(self):
+        self.start("--mode", "relay")
+        factory = self.reactor.tcpServers[0][1]
+        limits = factory.limits
+        self.assertEqual(
+            (limits.idleTimeout, limits.maxConnections, limits.maxPerIP, limits.maxBuffer),
+            (300, 10000, 0, 1 << 20),
+        )
+        self.assertIs(limits.clock, self.reactor)
+        self.assertIsNone(factory.gate)
+
+    def test_given(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("tok\n")
+        self.start(
+            "--mode", "relay", "--idle-timeout", "0", "--max-connections", "3",
+            "--max-per-ip", "2", "--max-buffer", "4096", "--token-file", path,
+        )
+        factory = self.reactor.tcpServers[0][1]
+        limits = factory.limits
+        self.assertEqual(
+            (limits.idleTimeout, limits.maxConnections, limits.maxPerIP, limits.maxBuffer),
+            (0, 3, 2, 4096),
+        )
+        self.assertEqual(factory.gate.token, b"tok")
+
+    def test_bad(self):
+        for argv, message in [
+            (["--idle-timeout", "-1"], "--idle-timeout must be a whole number of 0 or more, not '-1'"),
+            (["--max-connections", "0"],
+             "--max-connections must be a whole number of 1 or more, not '0'"),
+            (["--max-per-ip", "x"], "--max-per-ip must be a whole number of 0 or more, not 'x'"),
+            (["--mode", "relay", "--max-buffer", "0"],
+             "--max-buffer must be a whole number of 1 or more, not '0'"),
+            (["--max-buffer", "10"], "--max-buffer applies only to --mode relay"),
+            (["--token-file", "t"], "--token-file applies only to --mode relay"),
+            (["--mode", "relay", "--token-file", "/nonexistent/t"],
+             "cannot read --token-file '/nonexistent/t': No such file or directory"),
+        ]:
+            self.stderr.truncate(0)
+            self.stderr.seek(0)
+            self.assertUsageError(argv, message)
+
+    def test_openFileLimitTooLow(self):
+        """
+        When the open file limit cannot be raised far enough, startup says
+        so rather than let connections fail without C{ERROR server full}.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(tap, "raiseOpenFileLimit", lambda connections: 960)
+        self.start("--max-connections", "5000")
+        self.assertIn(
+            "the open file limit lets only 960 connections in, not --max-connections 5000: "
+            "raise it (ulimit -n, LimitNOFILE=)",
+            [formatEvent(event) for event in events],
         )
