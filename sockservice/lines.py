@@ -4,6 +4,7 @@ the LF counted as part of the line ending, and a maximum line length.
 """
 
 from twisted.internet import protocol
+from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.basic import LineReceiver
 
 from sockservice.addresses import describeAddress
@@ -41,6 +42,7 @@ class LineProtocol(LineReceiver):
     delimiter = b"\n"
     peer = None
     refused = False
+    draining = False
 
     def connectionMade(self):
         self.MAX_LENGTH = self.factory.maxLine
@@ -51,7 +53,7 @@ class LineProtocol(LineReceiver):
         self.factory.connectionClosed(self, reason)
 
     def dataReceived(self, data):
-        if self.transport.disconnecting:
+        if self.transport.disconnecting or self.draining:
             return
         if self._buffer:
             data = self._buffer + data
@@ -79,6 +81,17 @@ class LineProtocol(LineReceiver):
         Called with one or more complete lines, each still ending in LF.
         """
         raise NotImplementedError()
+
+    def drain(self):
+        """
+        Take no more lines and close once everything written is sent. Only
+        the sending side closes (a FIN after the pending output) and reading
+        goes on, discarding, until the peer closes: closing with unread input
+        would reset the connection and drop output still queued.
+        """
+        self.draining = True
+        closeWriting = getattr(self.transport, "loseWriteConnection", None)
+        (closeWriting or self.transport.loseConnection)()
 
     def _tooLong(self, line):
         """
@@ -136,6 +149,7 @@ class LineFactory(protocol.Factory):
         self.maxLine = maxLine
         self.greeting = greeting
         self.protocols = set()
+        self._allClosed = []
 
     def connectionOpened(self, proto):
         self.protocols.add(proto)
@@ -151,6 +165,21 @@ class LineFactory(protocol.Factory):
             peer=proto.peer,
             reason=reason.getErrorMessage(),
         )
+        if not self.protocols:
+            waiting, self._allClosed = self._allClosed, []
+            for allClosed in waiting:
+                allClosed.callback(None)
+
+    def whenAllClosed(self):
+        """
+        A L{Deferred} that fires once no connection is open, so a graceful
+        stop can wait for the last one to flush and close.
+        """
+        if not self.protocols:
+            return succeed(None)
+        allClosed = Deferred()
+        self._allClosed.append(allClosed)
+        return allClosed
 
     def logMessages(self, proto, chunk, count):
         """

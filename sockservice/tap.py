@@ -3,6 +3,7 @@ The twistd plugin's options and service: C{twistd -n sockservice ...}.
 """
 
 import ipaddress
+import os
 import sys
 
 from twisted.application import service
@@ -11,10 +12,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from sockservice.collect import CollectFactory
+from sockservice.draining import DrainingService
 from sockservice.foldinglog import FoldingLog
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
 from sockservice.listening import ListeningService
+from sockservice.notify import NotifyService
 from sockservice.relay import RelayFactory
 
 MODES = ("greet", "collect", "relay")
@@ -83,6 +86,9 @@ class Options(usage.Options):
          _integer("count", 1)],
         ["max-line", None, 65536, "Longest line accepted, in bytes",
          _integer("max-line", 1)],
+        ["drain-timeout", None, 10,
+         "Seconds a stop lets connections flush and close before cutting them",
+         _integer("drain-timeout", 0)],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -167,22 +173,26 @@ def makeFactory(options, reactor):
     return RelayFactory(hub=LocalHub(), logMessages=options["log-messages"], **common)
 
 
-def makeService(options, reactor=None):
+def makeService(options, reactor=None, environ=os.environ):
     """
     A L{service.MultiService} listening on every endpoint with one factory.
     In collect mode it stops listening once the count is reached and stops
     the reactor (twistd exits 0) when the last connection has closed.
+    Stopping closes the listeners, then drains the connections; systemd
+    hears READY=1 once all listen and STOPPING=1 first thing on stop.
     """
     if reactor is None:
         from twisted.internet import reactor
     factory = makeFactory(options, reactor)
     top = service.MultiService()
+    DrainingService(factory, reactor, options["drain-timeout"]).setServiceParent(top)
     listeners = []
     for description in options["endpoints"]:
         endpoint = endpoints.serverFromString(reactor, description)
         listener = ListeningService(endpoint, description, factory)
         listener.setServiceParent(top)
         listeners.append(listener)
+    NotifyService(listeners, environ).setServiceParent(top)
     if options["mode"] == "collect":
         factory.allAccepted.addCallback(
             lambda _: [listener.stopService() for listener in listeners]

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.collect import CollectFactory
 from sockservice.greet import GreetFactory
+from sockservice.listening import ListeningService
 from sockservice.relay import RelayFactory
 from sockservice.tap import Options, makeService
 from tests.support import connect, disconnect
@@ -159,7 +160,7 @@ class PluginTests(SynchronousTestCase):
 class MakeServiceTests(SynchronousTestCase):
     def start(self, *argv):
         self.reactor = MemoryReactorClock()
-        service = makeService(parse(*argv), reactor=self.reactor)
+        service = makeService(parse(*argv), reactor=self.reactor, environ={})
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
@@ -187,7 +188,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = self.start("--mode", "collect", "--count", "1")
         factory = self.reactor.tcpServers[0][1]
         self.assertIsInstance(factory, CollectFactory)
-        [listener] = list(service)
+        [listener] = [each for each in service if isinstance(each, ListeningService)]
         self.assertIsNotNone(listener.port)
         proto, transport = connect(factory)
         self.assertIsNone(listener.port)
