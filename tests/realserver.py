@@ -36,6 +36,7 @@ class TwistdProcess(ProcessProtocol):
         self.errors = b""
         self.listening = Deferred()
         self.ended = Deferred()
+        self._errorWaiters = []
 
     def outReceived(self, data):
         self.output += data
@@ -45,6 +46,20 @@ class TwistdProcess(ProcessProtocol):
 
     def errReceived(self, data):
         self.errors += data
+        for waiter in [w for w in self._errorWaiters if w[0] in self.errors]:
+            self._errorWaiters.remove(waiter)
+            waiter[1].callback(self.errors)
+
+    def whenErrorsContain(self, text):
+        """
+        Fire with stderr so far once it contains C{text}.
+        """
+        waiting = Deferred()
+        if text in self.errors:
+            waiting.callback(self.errors)
+        else:
+            self._errorWaiters.append((text, waiting))
+        return waiting
 
     def processEnded(self, reason):
         if not self.listening.called:
@@ -64,16 +79,19 @@ class TwistdProcess(ProcessProtocol):
         return self.ended
 
 
-def startTwistd(testCase, *args):
+def startTwistd(testCase, *args, environ=None, launcher=()):
     """
     Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
     comes from the installed package; it is stopped when the test ends.
+    C{environ} adds to its environment; C{launcher} is a command (such as
+    systemd-socket-activate) that runs it.
     """
     process = TwistdProcess()
     path = testCase.mktemp()
     os.makedirs(path)
-    argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
-    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=path)
+    argv = [*launcher, twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
+    env = dict(os.environ, **(environ or {}))
+    reactor.spawnProcess(process, argv[0], argv, env=env, path=path)
     testCase.addCleanup(process.stop)
     return process
 
@@ -83,7 +101,10 @@ class Peer(Protocol):
     A loopback client that records every byte it receives.
 
     @ivar closed: fires with everything received once the connection ends.
+    @ivar reason: why it ended, once it has.
     """
+
+    reason = None
 
     def __init__(self):
         self.data = b""
@@ -98,6 +119,7 @@ class Peer(Protocol):
             waiting[1].callback(self.data)
 
     def connectionLost(self, reason):
+        self.reason = reason
         for size, waiting in self._waiting:
             waiting.errback(AssertionError(f"closed with {self.data!r}, wanted {size} bytes"))
         self._waiting = []
@@ -119,10 +141,13 @@ class Peer(Protocol):
 
 
 @inlineCallbacks
-def connectPeer(testCase, port):
+def connectPeer(testCase, port, peer=None):
     """
-    Connect a L{Peer} to 127.0.0.1:C{port}; it is aborted when the test ends.
+    Connect C{peer} (a new L{Peer} by default) to 127.0.0.1:C{port}; it is
+    aborted when the test ends.
     """
-    peer = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Peer())
+    peer = yield connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer or Peer()
+    )
     testCase.addCleanup(lambda: peer.closed.called or peer.transport.abortConnection())
     return peer
