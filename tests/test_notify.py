@@ -3,7 +3,9 @@ Telling systemd about readiness and shutdown over NOTIFY_SOCKET.
 """
 
 import os
+import shutil
 import socket
+import tempfile
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -28,6 +30,16 @@ class PendingEndpoint:
 
     def listen(self, factory):
         return self.listening
+
+
+def socketPath(testCase):
+    """
+    A path for a UNIX socket, short enough for its 108-byte limit wherever
+    the checkout is.
+    """
+    directory = tempfile.mkdtemp(prefix="sockservice-")
+    testCase.addCleanup(shutil.rmtree, directory)
+    return os.path.join(directory, "notify")
 
 
 def datagramSocket(testCase, address):
@@ -60,7 +72,7 @@ class NotifyAddressTests(SynchronousTestCase):
 
 class SendNotificationTests(SynchronousTestCase):
     def test_oneDatagramToPath(self):
-        path = os.path.abspath(self.mktemp())
+        path = socketPath(self)
         receiver = datagramSocket(self, path)
         sendNotification(notifyAddress({"NOTIFY_SOCKET": path}), "READY=1\nSTATUS=ok")
         self.assertEqual(receiver.recv(4096), b"READY=1\nSTATUS=ok")
@@ -132,7 +144,7 @@ class MakeServiceNotifyTests(SynchronousTestCase):
         The plugin's service tells the socket in NOTIFY_SOCKET it is ready
         once listening and that it is stopping when stopped.
         """
-        path = os.path.abspath(self.mktemp())
+        path = socketPath(self)
         receiver = datagramSocket(self, path)
         options = Options()
         options.parseOptions(["--listen", "tcp:4321", "--listen", "tcp:4322"])
