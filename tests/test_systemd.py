@@ -204,3 +204,30 @@ class GracefulStopTests(TestCase):
         self.assertEqual(acks, logged + folded)
         self.assertGreater(stalled.data.count(ACK), 0)
         self.assertNotIn(b"aborting", server.output)
+
+    @inlineCallbacks
+    def test_sigtermFlushesRelayedLinesToAStalledReader(self):
+        """
+        Lines relayed to a client that had stopped reading (megabytes still
+        waiting in the server when SIGTERM comes) all reach it before the
+        clean close.
+        """
+        receiver, notifySocket = listenForNotifications(self)
+        server = startTwistd(
+            self, *LOCAL, "--mode", "relay", environ={"NOTIFY_SOCKET": notifySocket}
+        )
+        port = yield server.listening
+        stalled = yield connectPeer(self, port)
+        stalled.transport.pauseProducing()
+        reading = yield connectPeer(self, port)
+        sender = yield connectPeer(self, port)
+        lines = b"".join(b"%06d " % n + b"x" * 4000 + b"\n" for n in range(4000))
+        sender.send(lines)
+        yield reading.receive(len(lines))
+        ended = server.stop()
+        yield receiver.receive(2)
+        stalled.transport.resumeProducing()
+        self.assertEqual((yield ended), -signal.SIGTERM)
+        self.assertEqual((yield stalled.closed), lines)
+        self.assertIsInstance(stalled.reason.value, ConnectionDone)
+        self.assertEqual((yield reading.closed), lines)
