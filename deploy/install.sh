@@ -30,6 +30,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 root=$(cd "$root" && pwd)
+if [ "$root" = / ] && [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: installing in / needs root: sudo sh deploy/install.sh $*" >&2
+    exit 1
+fi
 prefix=${root%/}
 venv=$prefix/opt/sockservice
 units=$prefix/etc/systemd/system
