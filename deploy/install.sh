@@ -94,6 +94,8 @@ uninstall() {
 
 install_() {
     sh "$checkout/deploy/venv.sh" "$venv"
+    # twistd finds its plugins through a cache the service cannot write: make it now.
+    "$venv/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
     install -d -m 0755 "$units" "$config"
     install -m 0644 "$checkout/deploy/sockservice.service" "$units/sockservice.service"
     if [ ! -e "$config/sockservice.env" ]; then
