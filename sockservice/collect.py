@@ -46,8 +46,8 @@ class CollectFactory(LineFactory):
     messageFormat = "收到的信息:{message} (from {peer})"
 
     def __init__(self, log, maxLine=65536, greeting="测试成功！\n".encode(),
-                 count=5):
-        super().__init__(log, maxLine, greeting)
+                 count=5, limits=None):
+        super().__init__(log, maxLine, greeting, limits)
         self.remaining = count
         self.allAccepted = Deferred()
         self.finished = Deferred()
@@ -55,10 +55,12 @@ class CollectFactory(LineFactory):
     def buildProtocol(self, addr):
         if not self.remaining:
             return None
-        self.remaining -= 1
-        if not self.remaining:
-            self.allAccepted.callback(None)
-        return LineFactory.buildProtocol(self, addr)
+        proto = LineFactory.buildProtocol(self, addr)
+        if isinstance(proto, CollectProtocol):
+            self.remaining -= 1
+            if not self.remaining:
+                self.allAccepted.callback(None)
+        return proto
 
     def connectionClosed(self, proto, reason):
         LineFactory.connectionClosed(self, proto, reason)

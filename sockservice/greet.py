@@ -8,9 +8,28 @@ from sockservice.lines import LineFactory, LineProtocol
 class GreetProtocol(LineProtocol):
     """
     Acknowledges every complete line, answering each read with one write.
+    A client that sends but does not read its acks is not read either
+    until it does, so its acks cannot pile up in memory.
     """
 
+    def pauseProducing(self):
+        LineProtocol.pauseProducing(self)
+        self.factory.log.info(
+            "paused", "{peer} is not reading its acks: reading from it paused",
+            peer=self.peer,
+        )
+
+    def resumeProducing(self):
+        self.factory.log.info(
+            "resumed", "{peer} read its acks: reading from it resumed", peer=self.peer
+        )
+        LineProtocol.resumeProducing(self)
+
     def linesReceived(self, chunk):
+        if not self.producing:
+            # Not on connect: TLS pauses its producer until the handshake is
+            # done, and pausing greet stops reading, which stalls the handshake.
+            self.registerAsProducer()
         count = chunk.count(b"\n")
         self.transport.write(self.factory.ack * count)
         self.factory.logMessages(self, chunk, count)
@@ -26,6 +45,6 @@ class GreetFactory(LineFactory):
     messageFormat = "Buffer: {message} (from {peer})"
 
     def __init__(self, log, maxLine=65536, greeting=b"connect\n",
-                 ack=b"Information Received\n"):
-        super().__init__(log, maxLine, greeting)
+                 ack=b"Information Received\n", limits=None):
+        super().__init__(log, maxLine, greeting, limits)
         self.ack = ack

@@ -6,10 +6,13 @@ the LF counted as part of the line ending, and a maximum line length.
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
 
 from sockservice.addresses import describeAddress
+from sockservice.limits import Limits, RefusedProtocol, cancelAbort
 
 LINE_TOO_LONG = b"ERROR line too long\n"
+IDLE_TIMEOUT = b"ERROR idle timeout\n"
 
 
 def stripLineEnding(line):
@@ -30,11 +33,14 @@ def logText(data):
     return data.decode("utf-8", "replace")
 
 
-class LineProtocol(LineReceiver):
+class LineProtocol(LineReceiver, TimeoutMixin):
     """
     A L{LineReceiver} that splits each read once and hands all of its
     complete lines to L{linesReceived} as one chunk, so a mode can answer a
     whole read with one write instead of one write per line.
+
+    The idle timer restarts on complete lines received, never on writes,
+    so a peer that only listens (to relay traffic, say) still times out.
 
     @ivar peer: the peer's address as logged.
     """
@@ -43,13 +49,21 @@ class LineProtocol(LineReceiver):
     peer = None
     refused = False
     draining = False
+    producing = False
+    _abort = None
 
     def connectionMade(self):
         self.MAX_LENGTH = self.factory.maxLine
         self.peer = describeAddress(self.transport.getPeer())
+        limits = self.factory.limits
+        if limits.idleTimeout:
+            self.callLater = limits.clock.callLater
+            self.setTimeout(limits.idleTimeout)
         self.factory.connectionOpened(self)
 
     def connectionLost(self, reason):
+        self.setTimeout(None)
+        cancelAbort(self._abort)
         self.factory.connectionClosed(self, reason)
 
     def dataReceived(self, data):
@@ -66,8 +80,10 @@ class LineProtocol(LineReceiver):
                 if bad is not None:
                     if bad:
                         self.linesReceived(chunk[:bad])
-                    self._refuseLongLine()
+                    if not self.transport.disconnecting:
+                        self._refuseLongLine()
                     return
+            self.resetTimeout()
             self.linesReceived(chunk)
         if end < len(data) and not self.transport.disconnecting:
             tail = data[end:]
@@ -75,6 +91,19 @@ class LineProtocol(LineReceiver):
                 self._refuseLongLine()
             else:
                 self._buffer = tail
+
+    def registerAsProducer(self):
+        """
+        Register as the transport's streaming producer, so it tells this
+        protocol (L{pauseProducing}) when its write buffer is full.
+        """
+        self.producing = True
+        self.transport.registerProducer(self, True)
+
+    def unregisterAsProducer(self):
+        if self.producing:
+            self.producing = False
+            self.transport.unregisterProducer()
 
     def linesReceived(self, chunk):
         """
@@ -90,6 +119,11 @@ class LineProtocol(LineReceiver):
         would reset the connection and drop output still queued.
         """
         self.draining = True
+        if self.producing:
+            # Paused, it would neither finish writing nor read on to see the
+            # peer close; what a mode holds back while paused goes out first.
+            self.unregisterAsProducer()
+            self.resumeProducing()
         closeWriting = getattr(self.transport, "loseWriteConnection", None)
         (closeWriting or self.transport.loseConnection)()
 
@@ -116,17 +150,33 @@ class LineProtocol(LineReceiver):
             offset += len(line) + 1
         return None
 
-    def _refuseLongLine(self):
+    def refuse(self, error, format, **fields):
+        """
+        Send the C{error} line, log why (one C{refused} event) and close,
+        reading nothing more; a peer that does not take the line in
+        L{Limits.closeGrace} is aborted.
+        """
         self.refused = True
         self._buffer = b""
-        self.transport.write(LINE_TOO_LONG)
-        self.factory.log.warn(
-            "refused",
+        self.setTimeout(None)
+        self.transport.write(error)
+        self.factory.log.warn("refused", format, peer=self.peer, **fields)
+        self.unregisterAsProducer()
+        self._abort = self.factory.limits.close(self.transport)
+
+    def timeoutConnection(self):
+        self.refuse(
+            IDLE_TIMEOUT,
+            "idle for {timeout}s: closing {peer}",
+            timeout=self.factory.limits.idleTimeout,
+        )
+
+    def _refuseLongLine(self):
+        self.refuse(
+            LINE_TOO_LONG,
             "line too long from {peer} (over {maxLine} bytes): closing",
-            peer=self.peer,
             maxLine=self.MAX_LENGTH,
         )
-        self.transport.loseConnection()
 
     def lineLengthExceeded(self, line):
         self._refuseLongLine()
@@ -139,26 +189,36 @@ class LineFactory(protocol.Factory):
 
     @ivar greeting: bytes sent on connect (already ending in LF), or C{b""}.
     @ivar protocols: the connected protocols.
+    @ivar limits: the L{Limits} enforced.
     """
 
     noisy = False
     messageFormat = "received {message} (from {peer})"
 
-    def __init__(self, log, maxLine=65536, greeting=b""):
+    def __init__(self, log, maxLine=65536, greeting=b"", limits=None):
         self.log = log
         self.maxLine = maxLine
         self.greeting = greeting
+        self.limits = Limits() if limits is None else limits
         self.protocols = set()
         self._allClosed = []
 
+    def buildProtocol(self, addr):
+        reason = self.limits.refusal(addr, len(self.protocols))
+        if reason is not None:
+            return RefusedProtocol(self, reason)
+        return protocol.Factory.buildProtocol(self, addr)
+
     def connectionOpened(self, proto):
         self.protocols.add(proto)
+        self.limits.opened(proto.transport.getPeer())
         self.log.info("opened", "connection opened: {peer}", peer=proto.peer)
         if self.greeting:
             proto.transport.write(self.greeting)
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)
+        self.limits.closed(proto.transport.getPeer())
         self.log.info(
             "closed",
             "connection closed: {peer} ({reason})",

@@ -11,18 +11,31 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
+from sockservice.auth import TokenGate
 from sockservice.collect import CollectFactory
 from sockservice.draining import DrainingService
 from sockservice.foldinglog import FoldingLog
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
+from sockservice.limits import Limits, raiseOpenFileLimit
 from sockservice.listening import ListeningService
 from sockservice.notify import NotifyService
+from sockservice.redishub import DEFAULT_CHANNEL, OUTBOX_LIMIT, RedisHub, redisEndpoint
+from sockservice.redisurl import parseRedisURL
 from sockservice.relay import RelayFactory
 
 MODES = ("greet", "collect", "relay")
 DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
-MODE_OPTIONS = {"ack": ("greet",), "count": ("collect",), "log-messages": ("relay",)}
+MODE_OPTIONS = {
+    "ack": ("greet",),
+    "count": ("collect",),
+    "log-messages": ("relay",),
+    "max-buffer": ("relay",),
+    "token-file": ("relay",),
+    "backplane": ("relay",),
+    "channel": ("relay",),
+    "backplane-outbox": ("relay",),
+}
 
 
 def _integer(name, low, high=None):
@@ -89,6 +102,27 @@ class Options(usage.Options):
         ["drain-timeout", None, 10,
          "Seconds a stop lets connections flush and close before cutting them",
          _integer("drain-timeout", 0)],
+        ["idle-timeout", None, 300,
+         "Seconds without a complete line from a client before it is closed; 0: never",
+         _integer("idle-timeout", 0)],
+        ["max-connections", None, 10000, "Connections served at once",
+         _integer("max-connections", 1)],
+        ["max-per-ip", None, 0, "Connections served at once from one address; 0: no limit",
+         _integer("max-per-ip", 0)],
+        ["max-buffer", None, None,
+         "relay: bytes queued for a client that does not read before it is dropped "
+         "[default: 1048576]", _integer("max-buffer", 1)],
+        ["token-file", None, None,
+         "relay: file whose first line clients must send before anything else."],
+        ["backplane", None, None,
+         "relay: relay across nodes through this Redis: "
+         "redis://[:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS."],
+        ["channel", None, None,
+         f"relay: Redis pub/sub channel the nodes share [default: {DEFAULT_CHANNEL}]."],
+        ["backplane-outbox", None, None,
+         "relay: bytes held for Redis while it is away; lines beyond that "
+         f"do not reach other nodes and are counted [default: {OUTBOX_LIMIT}]",
+         _integer("backplane-outbox", 0)],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -125,12 +159,44 @@ class Options(usage.Options):
             self["count"] = 5
         if self["ack"] is None:
             self["ack"] = "Information Received"
+        if self["max-buffer"] is None:
+            self["max-buffer"] = 1 << 20
+        self["gate"] = None
+        if self["token-file"] is not None:
+            try:
+                self["gate"] = TokenGate.fromFile(self["token-file"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
         greeting = self["greeting"]
         if greeting is None:
             greeting = DEFAULT_GREETINGS[mode]
         self["greetingLine"] = _lineText("greeting", greeting) if greeting else b""
         self["ackLine"] = _lineText("ack", self["ack"])
         self["endpoints"] = self._endpoints()
+        self["backplaneAddress"] = self._backplane()
+
+    def _backplane(self):
+        if self["backplane"] is None:
+            for option in ("channel", "backplane-outbox"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} applies only with --backplane")
+            return None
+        if self["channel"] is None:
+            self["channel"] = DEFAULT_CHANNEL
+        if self["backplane-outbox"] is None:
+            self["backplane-outbox"] = OUTBOX_LIMIT
+        try:
+            address = parseRedisURL(self["backplane"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if address.tls:
+            try:
+                from twisted.internet import ssl  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "rediss:// needs TLS support: pip install 'Twisted[tls]'"
+                ) from None
+        return address
 
     def _endpoints(self):
         if self["listen"]:
@@ -164,13 +230,40 @@ def makeFactory(options, reactor):
     Build the factory of the chosen mode.
     """
     log = FoldingLog(Logger(namespace=f"sockservice.{options['mode']}"), reactor)
-    common = dict(log=log, maxLine=options["max-line"], greeting=options["greetingLine"])
+    limits = Limits(
+        reactor,
+        idleTimeout=options["idle-timeout"],
+        maxConnections=options["max-connections"],
+        maxPerIP=options["max-per-ip"],
+        maxBuffer=options["max-buffer"],
+    )
+    common = dict(
+        log=log, maxLine=options["max-line"], greeting=options["greetingLine"], limits=limits
+    )
     mode = options["mode"]
     if mode == "greet":
         return GreetFactory(ack=options["ackLine"], **common)
     if mode == "collect":
         return CollectFactory(count=options["count"], **common)
-    return RelayFactory(hub=LocalHub(), logMessages=options["log-messages"], **common)
+    return RelayFactory(
+        hub=makeHub(options, reactor), logMessages=options["log-messages"],
+        gate=options["gate"], **common
+    )
+
+
+def makeHub(options, reactor):
+    """
+    The relay hub: this process's clients only, or every node's through the
+    Redis backplane.
+    """
+    address = options["backplaneAddress"]
+    if address is None:
+        return LocalHub()
+    log = FoldingLog(Logger(namespace="sockservice.backplane"), reactor, budget=1, interval=10.0)
+    return RedisHub(
+        reactor, redisEndpoint(reactor, address), address, options["channel"], log,
+        outboxLimit=options["backplane-outbox"],
+    )
 
 
 def makeService(options, reactor=None, environ=os.environ):
@@ -178,13 +271,24 @@ def makeService(options, reactor=None, environ=os.environ):
     A L{service.MultiService} listening on every endpoint with one factory.
     In collect mode it stops listening once the count is reached and stops
     the reactor (twistd exits 0) when the last connection has closed.
-    Stopping closes the listeners, then drains the connections; systemd
-    hears READY=1 once all listen and STOPPING=1 first thing on stop.
+    Stopping closes the listeners, then drains the connections, then stops
+    the Redis hub; systemd hears READY=1 once all listen and STOPPING=1
+    first thing on stop.
     """
     if reactor is None:
         from twisted.internet import reactor
+    fitting = raiseOpenFileLimit(options["max-connections"])
+    if fitting < options["max-connections"]:
+        Logger().warn(
+            "the open file limit lets only {fitting} connections in, "
+            "not --max-connections {wanted}: raise it (ulimit -n, LimitNOFILE=)",
+            fitting=fitting, wanted=options["max-connections"],
+        )
     factory = makeFactory(options, reactor)
     top = service.MultiService()
+    hub = getattr(factory, "hub", None)
+    if service.IService.providedBy(hub):
+        hub.setServiceParent(top)
     DrainingService(factory, reactor, options["drain-timeout"]).setServiceParent(top)
     listeners = []
     for description in options["endpoints"]:

@@ -1,16 +1,21 @@
 """
-Helpers for integration tests: the real C{twistd -n sockservice} process and
-loopback clients that record what they receive.
+Helpers for integration tests: the real C{twistd -n sockservice} process, the
+real C{sockservice} client command, and loopback clients that record what
+they receive.
 """
 
+import hashlib
 import os
 import re
+import shutil
+import socket
 import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.trial.unittest import SkipTest
 
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 
@@ -22,51 +27,50 @@ def twistdCommand():
     return os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
-class TwistdProcess(ProcessProtocol):
+class RecordingProcess(ProcessProtocol):
     """
-    A running C{twistd -n sockservice}.
+    A child process whose output and errors are kept.
 
-    @ivar listening: fires with the first port it listens on.
     @ivar ended: fires with its exit status, or minus the signal that ended
-        it (twistd re-raises the SIGTERM it shut down on).
+        it.
     """
 
     def __init__(self):
         self.output = b""
         self.errors = b""
-        self.listening = Deferred()
         self.ended = Deferred()
-        self._errorWaiters = []
+        self._waiting = []
 
     def outReceived(self, data):
         self.output += data
-        match = LISTENING.search(self.output)
-        if match and not self.listening.called:
-            self.listening.callback(int(match.group(1)))
+        self._received()
 
     def errReceived(self, data):
         self.errors += data
-        for waiter in [w for w in self._errorWaiters if w[0] in self.errors]:
-            self._errorWaiters.remove(waiter)
-            waiter[1].callback(self.errors)
+        self._received()
 
-    def whenErrorsContain(self, text):
+    def _received(self):
+        ready = [w for w in self._waiting if getattr(self, w[3]).count(w[0]) >= w[1]]
+        for waiting in ready:
+            self._waiting.remove(waiting)
+            waiting[2].callback(None)
+
+    def logged(self, text, times=1, stream="output"):
         """
-        Fire with stderr so far once it contains C{text}.
+        Fire once C{text} (bytes) has been written C{times} times in all to
+        C{stream}: C{"output"} or C{"errors"}.
         """
         waiting = Deferred()
-        if text in self.errors:
-            waiting.callback(self.errors)
+        if getattr(self, stream).count(text) >= times:
+            waiting.callback(None)
         else:
-            self._errorWaiters.append((text, waiting))
+            self._waiting.append((text, times, waiting, stream))
         return waiting
 
     def processEnded(self, reason):
-        if not self.listening.called:
-            self.listening.errback(
-                RuntimeError(f"twistd ended before listening: {self.errors!r}")
-            )
-            self.listening.addErrback(lambda _: None)
+        for text, times, waiting, stream in self._waiting:
+            waiting.errback(AssertionError(f"ended before logging {text!r} {times} times"))
+        self._waiting = []
         status = reason.value.exitCode
         self.ended.callback(-reason.value.signal if status is None else status)
 
@@ -79,21 +83,174 @@ class TwistdProcess(ProcessProtocol):
         return self.ended
 
 
-def startTwistd(testCase, *args, environ=None, launcher=()):
+class TwistdProcess(RecordingProcess):
     """
-    Start C{twistd -n sockservice ARGS} in a fresh directory, so the plugin
-    comes from the installed package; it is stopped when the test ends.
-    C{environ} adds to its environment; C{launcher} is a command (such as
+    A running C{twistd -n sockservice}.
+
+    @ivar listening: fires with the first port it listens on.
+    @ivar ended: twistd re-raises the SIGTERM it shut down on, so it fires
+        with C{-SIGTERM} after L{stop}.
+    """
+
+    def __init__(self):
+        RecordingProcess.__init__(self)
+        self.listening = Deferred()
+
+    def outReceived(self, data):
+        RecordingProcess.outReceived(self, data)
+        match = LISTENING.search(self.output)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    def processEnded(self, reason):
+        if not self.listening.called:
+            self.listening.errback(
+                RuntimeError(f"twistd ended before listening: {self.errors!r}")
+            )
+            self.listening.addErrback(lambda _: None)
+        RecordingProcess.processEnded(self, reason)
+
+
+def spawnTwistd(path, *args, env=None, launcher=()):
+    """
+    Start C{twistd -n sockservice ARGS} in the directory C{path}, away from
+    the checkout, so the plugin comes from the installed package, with
+    C{env} added to the environment; C{launcher} is a command (such as
     systemd-socket-activate) that runs it.
     """
     process = TwistdProcess()
+    argv = [*launcher, twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})), path=path)
+    return process
+
+
+def startTwistd(testCase, *args, env=None, launcher=()):
+    """
+    L{spawnTwistd} in a fresh directory; it is stopped when the test ends.
+    """
     path = testCase.mktemp()
     os.makedirs(path)
-    argv = [*launcher, twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
-    env = dict(os.environ, **(environ or {}))
-    reactor.spawnProcess(process, argv[0], argv, env=env, path=path)
+    process = spawnTwistd(path, *args, env=env, launcher=launcher)
     testCase.addCleanup(process.stop)
     return process
+
+
+def runClient(testCase, *args):
+    """
+    Run the C{sockservice ARGS} command installed beside C{twistd}; it is
+    stopped if still running when the test ends. Its stdin stays open until
+    C{process.transport.closeStdin()}.
+    """
+    process = RecordingProcess()
+    argv = [os.path.join(os.path.dirname(twistdCommand()), "sockservice"), *args]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
+    testCase.addCleanup(process.stop)
+    return process
+
+
+def unansweredPort(testCase):
+    """
+    A loopback port that takes no more connections: its listen queue is full
+    and nothing accepts, so the kernel drops new SYNs and connecting times
+    out.
+    """
+    listener = socket.socket()
+    testCase.addCleanup(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    for _ in range(3):
+        filler = socket.socket()
+        testCase.addCleanup(filler.close)
+        filler.setblocking(False)
+        filler.connect_ex(address)
+    return address[1]
+
+
+def freePort():
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer(ProcessProtocol):
+    """
+    A throwaway C{redis-server} on 127.0.0.1: no persistence, its files in a
+    temporary directory, killed when the test ends; it can be killed and
+    started again on the same port. Given C{tls}, the paths of a certificate
+    and its key, it speaks only TLS.
+
+    @ivar url: the C{--backplane} URL that reaches it.
+    """
+
+    READY = b"Ready to accept connections"
+
+    def __init__(self, testCase, *args, tls=None):
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise SkipTest("redis-server is not installed (apt-get install redis-server)")
+        self.port = freePort()
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}"
+        self.directory = testCase.mktemp()
+        os.makedirs(self.directory)
+        if tls:
+            certificate, key = tls
+            listen = [
+                "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", certificate,
+                "--tls-key-file", key, "--tls-ca-cert-file", certificate,
+                "--tls-auth-clients", "no",
+            ]
+        else:
+            listen = ["--port", str(self.port)]
+        self.argv = [
+            executable, *listen, "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", ".", *args,
+        ]
+        self.ended = None
+        testCase.addCleanup(self.kill)
+
+    def start(self):
+        """
+        Start it; fire when it accepts connections.
+        """
+        self.output = b""
+        self.ready = Deferred()
+        self.ended = Deferred()
+        reactor.spawnProcess(self, self.argv[0], self.argv, env={}, path=self.directory)
+        return self.ready
+
+    def outReceived(self, data):
+        self.output += data
+        if self.READY in self.output and not self.ready.called:
+            self.ready.callback(self)
+
+    def processEnded(self, reason):
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"redis-server ended: {self.output!r}"))
+        self.ended.callback(None)
+
+    def kill(self):
+        """
+        SIGKILL it if running, as a crash would; fire when it has ended.
+        """
+        if self.ended is None:
+            return None
+        if not self.ended.called:
+            self.transport.signalProcess("KILL")
+        return self.ended
+
+
+@inlineCallbacks
+def startRedis(testCase, *args, tls=None):
+    """
+    A running L{RedisServer} with C{args} (such as C{--requirepass PW}).
+    """
+    server = RedisServer(testCase, *args, tls=tls)
+    yield server.start()
+    return server
 
 
 class Peer(Protocol):
@@ -140,14 +297,61 @@ class Peer(Protocol):
         self.transport.write(data)
 
 
+class DigestPeer(Protocol):
+    """
+    A loopback client that keeps only the size and SHA-256 of what it
+    receives, for transfers too big to hold.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.digest = hashlib.sha256()
+        self.closed = Deferred()
+        self._waiting = None
+
+    def dataReceived(self, data):
+        self.count += len(data)
+        self.digest.update(data)
+        if self._waiting and self.count >= self._waiting[0]:
+            waiting, self._waiting = self._waiting[1], None
+            waiting.callback(self.count)
+
+    def connectionLost(self, reason):
+        if self._waiting:
+            self._waiting[1].errback(
+                AssertionError(f"closed after {self.count} of {self._waiting[0]} bytes")
+            )
+        self.closed.callback(None)
+
+    def receive(self, size):
+        """
+        Fire once C{size} bytes in all have come.
+        """
+        waiting = Deferred()
+        if self.count >= size:
+            waiting.callback(self.count)
+        else:
+            self._waiting = (size, waiting)
+        return waiting
+
+
+def connectProtocolTo(port, peer, tls=None):
+    """
+    Connect C{peer} to 127.0.0.1:C{port}, over TLS with the client options
+    C{tls} if given.
+    """
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
+    return connectProtocol(endpoint, peer)
+
+
 @inlineCallbacks
-def connectPeer(testCase, port, peer=None):
+def connectPeer(testCase, port, tls=None, peer=None):
     """
-    Connect C{peer} (a new L{Peer} by default) to 127.0.0.1:C{port}; it is
-    aborted when the test ends.
+    Connect a L{Peer} (or C{peer}) with L{connectProtocolTo}; it is aborted
+    when the test ends.
     """
-    peer = yield connectProtocol(
-        TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer or Peer()
-    )
+    peer = yield connectProtocolTo(port, Peer() if peer is None else peer, tls)
     testCase.addCleanup(lambda: peer.closed.called or peer.transport.abortConnection())
     return peer

@@ -9,6 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.draining import DrainingService
 from sockservice.greet import GreetFactory
+from sockservice.hub import LocalHub
+from sockservice.relay import RelayFactory
 from tests.support import CapturedLog, HalfClosingTransport, connect, disconnect, received
 
 ACK = b"Information Received\n"
@@ -83,3 +85,38 @@ class DrainingServiceTests(SynchronousTestCase):
             "not logged one by one in the last 1s: closed 1, opened 1",
             self.captured.messages(),
         )
+
+    def test_pausedProducer(self):
+        """
+        A client whose acks piled up (reading from it paused) is read again,
+        discarding, and its transport is no longer held back by the protocol.
+        """
+        proto, transport = connect(self.factory, 1, HalfClosingTransport)
+        proto.dataReceived(b"a\n")
+        self.assertIs(transport.producer, proto)
+        proto.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        self.service.stopService()
+        self.assertIsNone(transport.producer)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertTrue(transport.writeClosed)
+
+
+class RelayDrainingTests(SynchronousTestCase):
+    def test_queuedLinesGoOutFirst(self):
+        """
+        Lines relay held back for a client that was not reading are written
+        before its sending side closes.
+        """
+        captured = CapturedLog()
+        factory = RelayFactory(captured.log, LocalHub())
+        service = DrainingService(factory, captured.clock, 10)
+        service.startService()
+        sender, _ = connect(factory, 1, HalfClosingTransport)
+        stalled, stalledTransport = connect(factory, 2, HalfClosingTransport)
+        stalled.pauseProducing()
+        sender.dataReceived(b"one\ntwo\n")
+        self.assertEqual(stalledTransport.value(), b"")
+        service.stopService()
+        self.assertEqual(stalledTransport.value(), b"one\ntwo\n")
+        self.assertTrue(stalledTransport.writeClosed)

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
@@ -15,7 +14,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
-from tests.realserver import Peer, connectPeer, startTwistd
+from tests.realserver import Peer, connectPeer, freePort, startTwistd
 
 ACK = b"Information Received\n"
 GREETING = b"connect\n"
@@ -63,16 +62,6 @@ def listenForNotifications(testCase):
     return receiver, "@" + name
 
 
-def freePort():
-    """
-    A TCP port free on 127.0.0.1 right now (systemd-socket-activate takes no
-    port 0).
-    """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class NotifyTests(TestCase):
     timeout = 30
 
@@ -83,7 +72,7 @@ class NotifyTests(TestCase):
         SIGTERM stops it; nothing else.
         """
         receiver, notifySocket = listenForNotifications(self)
-        server = startTwistd(self, *LOCAL, environ={"NOTIFY_SOCKET": notifySocket})
+        server = startTwistd(self, *LOCAL, env={"NOTIFY_SOCKET": notifySocket})
         port = yield server.listening
         [ready] = yield receiver.receive(1)
         self.assertEqual(ready, b"READY=1\nSTATUS=listening on 127.0.0.1:%d" % port)
@@ -105,7 +94,7 @@ class SocketActivationTests(TestCase):
         handed, named sockservice, and tells NOTIFY_SOCKET when ready.
         """
         receiver, notifySocket = listenForNotifications(self)
-        port = freePort()
+        port = freePort()  # systemd-socket-activate takes no port 0
         server = startTwistd(
             self,
             "--listen",
@@ -119,7 +108,7 @@ class SocketActivationTests(TestCase):
                 f"127.0.0.1:{port}",
             ],
         )
-        yield server.whenErrorsContain(b"Listening on 127.0.0.1:%d" % port)
+        yield server.logged(b"Listening on 127.0.0.1:%d" % port, stream="errors")
         # The first connection is what makes systemd-socket-activate start twistd.
         peer = yield connectPeer(self, port)
         self.assertEqual((yield server.listening), port)
@@ -177,7 +166,7 @@ class GracefulStopTests(TestCase):
         ends on the SIGTERM without cutting anyone off.
         """
         receiver, notifySocket = listenForNotifications(self)
-        server = startTwistd(self, *LOCAL, environ={"NOTIFY_SOCKET": notifySocket})
+        server = startTwistd(self, *LOCAL, env={"NOTIFY_SOCKET": notifySocket})
         port = yield server.listening
         yield receiver.receive(1)
         stalled = yield connectPeer(self, port)
@@ -185,7 +174,7 @@ class GracefulStopTests(TestCase):
         stalled.send(b"x\n" * 100000)
         pipeliners = [Pipeliner() for _ in range(4)]
         for pipeliner in pipeliners:
-            yield connectPeer(self, port, pipeliner)
+            yield connectPeer(self, port, peer=pipeliner)
         yield gatherResults([pipeliner.flowing for pipeliner in pipeliners])
         ended = server.stop()
         yield receiver.receive(2)
@@ -214,7 +203,8 @@ class GracefulStopTests(TestCase):
         """
         receiver, notifySocket = listenForNotifications(self)
         server = startTwistd(
-            self, *LOCAL, "--mode", "relay", environ={"NOTIFY_SOCKET": notifySocket}
+            self, *LOCAL, "--mode", "relay", "--max-buffer", "20000000",
+            env={"NOTIFY_SOCKET": notifySocket},
         )
         port = yield server.listening
         stalled = yield connectPeer(self, port)

@@ -8,13 +8,18 @@ import sys
 from twisted.application.service import IServiceMaker
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.collect import CollectFactory
 from sockservice.greet import GreetFactory
+from sockservice.hub import LocalHub
 from sockservice.listening import ListeningService
+from sockservice.redishub import RedisHub
+from sockservice.redisurl import RedisAddress
 from sockservice.relay import RelayFactory
+from sockservice import tap
 from sockservice.tap import Options, makeService
 from tests.support import connect, disconnect
 
@@ -42,6 +47,8 @@ class OptionsTests(SynchronousTestCase):
             self.stderr.getvalue(),
             f"twistd sockservice: {message} (see twistd sockservice --help)\n",
         )
+        self.stderr.truncate(0)
+        self.stderr.seek(0)
 
     def test_defaults(self):
         options = parse()
@@ -144,6 +151,35 @@ class OptionsTests(SynchronousTestCase):
         self.stderr.seek(0)
         self.assertUsageError(["--log-messages"], "--log-messages applies only to --mode relay")
 
+    def test_backplane(self):
+        options = parse("-m", "relay", "--backplane", "redis://:pw@127.0.0.1:6380/1")
+        self.assertEqual(options["backplaneAddress"], RedisAddress("127.0.0.1", 6380, "pw", None, 1))
+        self.assertEqual(options["channel"], "sockservice:relay")
+        self.assertEqual(options["backplane-outbox"], 1 << 20)
+        options = parse("-m", "relay", "--backplane", "redis://h", "--channel", "chat:eu",
+                        "--backplane-outbox", "0")
+        self.assertEqual((options["channel"], options["backplane-outbox"]), ("chat:eu", 0))
+        self.assertIsNone(parse("-m", "relay")["backplaneAddress"])
+
+    def test_badBackplane(self):
+        self.assertUsageError(
+            ["-m", "relay", "--backplane", "localhost:6379"],
+            "--backplane must be a redis:// or rediss:// URL, such as "
+            "redis://:PASSWORD@127.0.0.1:6379/0",
+        )
+
+    def test_backplaneOptionsNeedRelayAndBackplane(self):
+        self.assertUsageError(
+            ["--backplane", "redis://h"], "--backplane applies only to --mode relay"
+        )
+        self.assertUsageError(
+            ["-m", "relay", "--channel", "c"], "--channel applies only with --backplane"
+        )
+        self.assertUsageError(
+            ["-m", "relay", "--backplane-outbox", "5"],
+            "--backplane-outbox applies only with --backplane",
+        )
+
     def test_unknownOption(self):
         self.assertUsageError(["--bogus"], "option --bogus not recognized")
 
@@ -180,6 +216,25 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(factories[0], RelayFactory)
         self.assertIs(factories[0], factories[1])
 
+    def test_relayHub(self):
+        """
+        Relay uses the local hub, or with --backplane the Redis hub, which
+        runs as a child service.
+        """
+        self.start("--mode", "relay")
+        self.assertIsInstance(self.reactor.tcpServers[0][1].hub, LocalHub)
+        service = makeService(
+            parse("-m", "relay", "--backplane", "redis://127.0.0.1:6380", "--channel", "c",
+                  "--backplane-outbox", "99"),
+            reactor=MemoryReactorClock(),
+            environ={},
+        )
+        hub = list(service)[0]
+        [listener] = [each for each in service if isinstance(each, ListeningService)]
+        self.assertIs(listener.factory.hub, hub)
+        self.assertIsInstance(hub, RedisHub)
+        self.assertEqual((hub.channel, hub.outbox.limit), ("c", 99))
+
     def test_collectStopsListeningThenReactor(self):
         """
         At the count the listeners stop; when the last connection closes
@@ -213,4 +268,78 @@ class MakeServiceTests(SynchronousTestCase):
             stderr.getvalue(),
             "sockservice: cannot listen on tcp:12345:interface=0.0.0.0: "
             "Address already in use\n",
+        )
+
+
+class LimitOptionsTests(SynchronousTestCase):
+    """
+    The hardening options: their defaults, their checks, and the limits
+    and gate the factory gets from them.
+    """
+
+    def setUp(self):
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+
+    assertUsageError = OptionsTests.assertUsageError
+    start = MakeServiceTests.start
+
+    def test_defaults(self):
+        self.start("--mode", "relay")
+        factory = self.reactor.tcpServers[0][1]
+        limits = factory.limits
+        self.assertEqual(
+            (limits.idleTimeout, limits.maxConnections, limits.maxPerIP, limits.maxBuffer),
+            (300, 10000, 0, 1 << 20),
+        )
+        self.assertIs(limits.clock, self.reactor)
+        self.assertIsNone(factory.gate)
+
+    def test_given(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("tok\n")
+        self.start(
+            "--mode", "relay", "--idle-timeout", "0", "--max-connections", "3",
+            "--max-per-ip", "2", "--max-buffer", "4096", "--token-file", path,
+        )
+        factory = self.reactor.tcpServers[0][1]
+        limits = factory.limits
+        self.assertEqual(
+            (limits.idleTimeout, limits.maxConnections, limits.maxPerIP, limits.maxBuffer),
+            (0, 3, 2, 4096),
+        )
+        self.assertEqual(factory.gate.token, b"tok")
+
+    def test_bad(self):
+        for argv, message in [
+            (["--idle-timeout", "-1"], "--idle-timeout must be a whole number of 0 or more, not '-1'"),
+            (["--max-connections", "0"],
+             "--max-connections must be a whole number of 1 or more, not '0'"),
+            (["--max-per-ip", "x"], "--max-per-ip must be a whole number of 0 or more, not 'x'"),
+            (["--mode", "relay", "--max-buffer", "0"],
+             "--max-buffer must be a whole number of 1 or more, not '0'"),
+            (["--max-buffer", "10"], "--max-buffer applies only to --mode relay"),
+            (["--token-file", "t"], "--token-file applies only to --mode relay"),
+            (["--mode", "relay", "--token-file", "/nonexistent/t"],
+             "cannot read --token-file '/nonexistent/t': No such file or directory"),
+        ]:
+            self.stderr.truncate(0)
+            self.stderr.seek(0)
+            self.assertUsageError(argv, message)
+
+    def test_openFileLimitTooLow(self):
+        """
+        When the open file limit cannot be raised far enough, startup says
+        so rather than let connections fail without C{ERROR server full}.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(tap, "raiseOpenFileLimit", lambda connections: 960)
+        self.start("--max-connections", "5000")
+        self.assertIn(
+            "the open file limit lets only 960 connections in, not --max-connections 5000: "
+            "raise it (ulimit -n, LimitNOFILE=)",
+            [formatEvent(event) for event in events],
         )

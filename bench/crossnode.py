@@ -1,0 +1,223 @@
+"""
+Cross-node relay figures: deliveries per second and latency between two relay
+nodes on one Redis, next to one node without a backplane, on this machine.
+
+    .venv/bin/python bench/crossnode.py [--senders 4] [--receivers 8] [--window 16] [--seconds 5]
+
+Self-contained: starts its own redis-server (Debian's package) on a free
+loopback port, and the relay nodes with the twistd beside this interpreter;
+stops them all when done. Senders keep at most --window messages each not
+yet received by every receiver; a message carries its send time, so latency
+is from send to each receipt. Traffic stays on 127.0.0.1 and each scenario
+stops after --seconds.
+"""
+
+import argparse
+import os
+import re
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
+SUBSCRIBED = b"subscribed to"
+
+
+def freePort():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def waitFor(process, logPath, pattern, seconds=15):
+    """
+    Wait until the log at C{logPath} matches C{pattern}; return the match.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(logPath, "rb") as log:
+            match = re.search(pattern, log.read())
+        if match:
+            return match
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit(f"crossnode: no {pattern!r} in {logPath}")
+
+
+class Processes:
+    """
+    Child processes with their logs in one temporary directory.
+    """
+
+    def __init__(self):
+        self.directory = tempfile.mkdtemp(prefix="crossnode-")
+        self.children = []
+
+    def start(self, name, argv):
+        logPath = os.path.join(self.directory, name + ".log")
+        with open(logPath, "wb") as log:
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
+            )
+        self.children.append(process)
+        return process, logPath
+
+    def relay(self, name, *args):
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        process, logPath = self.start(name, [
+            twistd, "-n", "--pidfile=", "sockservice", "--mode", "relay",
+            "--interface", "127.0.0.1", "--port", "0", *args,
+        ])
+        port = int(waitFor(process, logPath, LISTENING).group(1))
+        if args:
+            waitFor(process, logPath, SUBSCRIBED)
+        return port
+
+    def stop(self):
+        for process in self.children:
+            process.terminate()
+        for process in self.children:
+            process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Driver:
+    """
+    Senders and receivers on non-blocking sockets in one select loop.
+    """
+
+    def __init__(self, senderPort, receiverPort, senders, receivers, window):
+        self.selector = selectors.DefaultSelector()
+        self.window = window
+        self.senders = [self._connect(senderPort) for _ in range(senders)]
+        self.receivers = [self._connect(receiverPort) for _ in range(receivers)]
+        self.next = [0] * senders
+        # seen[r][s]: messages of sender s that receiver r has had
+        self.seen = [[0] * senders for _ in range(receivers)]
+        self.buffers = {}
+        self.latencies = []
+        self.deliveries = 0
+        self.bad = 0
+
+    def _connect(self, port):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        return sock
+
+    def run(self, seconds):
+        time.sleep(0.3)  # let the nodes register every client first
+        for index, sock in enumerate(self.senders):
+            self.selector.register(sock, selectors.EVENT_READ, (None, index))
+        for index, sock in enumerate(self.receivers):
+            self.selector.register(sock, selectors.EVENT_READ, (index, None))
+            self.buffers[sock] = b""
+        for sender in range(len(self.senders)):
+            self._fill(sender)
+        start = time.monotonic()
+        end = start + seconds
+        while (now := time.monotonic()) < end:
+            for key, events in self.selector.select(end - now):
+                receiver, sender = key.data
+                try:
+                    data = key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                if receiver is not None:
+                    self._received(receiver, key.fileobj, data)
+        elapsed = time.monotonic() - start
+        for sock in self.senders + self.receivers:
+            sock.close()
+        return elapsed
+
+    def _fill(self, sender):
+        base = min(seen[sender] for seen in self.seen)
+        lines = []
+        while self.next[sender] - base < self.window:
+            lines.append(b"#m:%d:%d:%d\n" % (sender, self.next[sender], time.perf_counter_ns()))
+            self.next[sender] += 1
+        if lines:
+            self.senders[sender].sendall(b"".join(lines))
+
+    def _received(self, receiver, sock, data):
+        now = time.perf_counter_ns()
+        lines = (self.buffers[sock] + data).split(b"\n")
+        self.buffers[sock] = lines.pop()
+        seen = self.seen[receiver]
+        touched = set()
+        for line in lines:
+            try:
+                _, sender, seq, sent = line.split(b":")
+                sender, seq = int(sender), int(seq)
+            except ValueError:
+                self.bad += 1
+                continue
+            if seq != seen[sender]:
+                self.bad += 1
+            seen[sender] = seq + 1
+            self.deliveries += 1
+            self.latencies.append(now - int(sent))
+            touched.add(sender)
+        for sender in touched:
+            self._fill(sender)
+
+
+def measure(name, senderPort, receiverPort, options):
+    driver = Driver(senderPort, receiverPort, options.senders, options.receivers, options.window)
+    elapsed = driver.run(options.seconds)
+    latencies = sorted(driver.latencies) or [0]
+    return (
+        name,
+        driver.deliveries / elapsed,
+        latencies[len(latencies) // 2] / 1e6,
+        latencies[int(len(latencies) * 0.99)] / 1e6,
+        driver.bad,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--receivers", type=int, default=8)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    options = parser.parse_args()
+    redisServer = shutil.which("redis-server")
+    if redisServer is None:
+        raise SystemExit("crossnode: redis-server is not installed (apt-get install redis-server)")
+    processes = Processes()
+    try:
+        redisPort = freePort()
+        redis, redisLog = processes.start("redis", [
+            redisServer, "--port", str(redisPort), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", processes.directory,
+        ])
+        waitFor(redis, redisLog, b"Ready to accept connections")
+        backplane = ("--backplane", f"redis://127.0.0.1:{redisPort}")
+        single = processes.relay("single")
+        one = processes.relay("one", *backplane)
+        two = processes.relay("two", *backplane)
+        rows = [
+            measure("one node, no backplane", single, single, options),
+            measure("one node of two, with Redis", one, one, options),
+            measure("across nodes (send on one, receive on two)", one, two, options),
+        ]
+    finally:
+        processes.stop()
+    print(
+        f"{options.senders} senders, {options.receivers} receivers, window "
+        f"{options.window}, {options.seconds:g}s each, redis-server "
+        f"{subprocess.run([redisServer, '--version'], capture_output=True).stdout.split()[2].decode()}"
+    )
+    print(f"{'scenario':45} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'out of order':>13}")
+    for name, rate, p50, p99, bad in rows:
+        print(f"{name:45} {rate:13.0f} {p50:8.2f} {p99:8.2f} {bad:13d}")
+
+
+if __name__ == "__main__":
+    main()

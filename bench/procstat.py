@@ -1,0 +1,36 @@
+"""
+What a process holds, read from /proc (Linux): resident memory and open
+file descriptors, the figures the soak and slow-consumer runs report.
+"""
+
+import os
+
+
+def residentBytes(pid):
+    """
+    The resident set size of process C{pid}, in bytes.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for process {pid}")
+
+
+def openDescriptors(pid):
+    """
+    How many file descriptors process C{pid} has open.
+    """
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def mebibytes(size):
+    return f"{size / 2**20:.1f} MiB"
+
+
+def describeDescriptors(pid):
+    """
+    What each open descriptor of process C{pid} points at.
+    """
+    path = f"/proc/{pid}/fd"
+    return sorted(os.readlink(f"{path}/{fd}") for fd in os.listdir(path))

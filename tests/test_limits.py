@@ -1,0 +1,310 @@
+"""
+The limits on string transports and a clock: idle timeout, connection caps,
+greet's paused reading and relay's slow consumers.
+"""
+
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from sockservice.collect import CollectFactory
+from sockservice.greet import GreetFactory
+from sockservice.hub import LocalHub
+from sockservice.limits import Limits, raiseOpenFileLimit
+from sockservice.relay import RelayFactory
+from tests.support import CapturedLog, connect, disconnect, received
+
+ACK = b"Information Received\n"
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.clock = Clock()
+        self.limits = Limits(self.clock, idleTimeout=300)
+
+    def test_silentClientClosed(self):
+        proto, transport = connect(GreetFactory(self.captured.log, limits=self.limits))
+        self.clock.advance(299)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(received(transport), b"connect\nERROR idle timeout\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(
+            self.captured.messages()[-1], "idle for 300s: closing 127.0.0.1:5000"
+        )
+
+    def test_linesRestartTheTimer(self):
+        proto, transport = connect(GreetFactory(self.captured.log, limits=self.limits))
+        self.clock.advance(200)
+        proto.dataReceived(b"still here\n")
+        self.clock.advance(200)
+        proto.dataReceived(b"a partial line does not count")
+        self.clock.advance(99)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(received(transport).endswith(ACK + b"ERROR idle timeout\n"))
+
+    def test_relayTrafficDoesNotKeepAListenerAlive(self):
+        factory = RelayFactory(self.captured.log, LocalHub(), limits=self.limits)
+        talker, _ = connect(factory, 5001)
+        listener, transport = connect(factory, 5002)
+        for _ in range(3):
+            self.clock.advance(100)
+            talker.dataReceived(b"news\n")
+        self.assertEqual(received(transport), b"news\n" * 2 + b"ERROR idle timeout\n")
+        talker.dataReceived(b"after\n")
+        self.assertEqual(received(transport), b"")
+
+    def test_abortedIfTheErrorIsNotRead(self):
+        """
+        A closing peer that does not read is aborted after the grace period;
+        one that goes in time leaves no call behind.
+        """
+        factory = GreetFactory(self.captured.log, limits=self.limits)
+        proto, transport = connect(factory, 5001)
+        self.clock.advance(300)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(self.limits.closeGrace)
+        self.assertTrue(transport.disconnected)
+        gone, _ = connect(factory, 5002)
+        self.clock.advance(300)
+        disconnect(gone)
+        disconnect(proto)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_offByDefault(self):
+        proto, transport = connect(GreetFactory(self.captured.log))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNone(proto.timeOut)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.clock = Clock()
+
+    def factory(self, **limits):
+        return GreetFactory(self.captured.log, limits=Limits(self.clock, **limits))
+
+    def connectFrom(self, factory, host, port):
+        address = IPv4Address("TCP", host, port)
+        proto = factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_maxConnections(self):
+        factory = self.factory(maxConnections=2)
+        first, _ = connect(factory, 5001)
+        connect(factory, 5002)
+        over, transport = connect(factory, 5003)
+        self.assertEqual(transport.value(), b"ERROR server full\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(
+            self.captured.messages()[-1],
+            "server full (2 connections open): refused 127.0.0.1:5003",
+        )
+        self.assertEqual(len(factory.protocols), 2)
+        disconnect(first)
+        again, transport = connect(factory, 5004)
+        self.assertEqual(transport.value(), b"connect\n")
+
+    def test_refusedAbortedAfterGrace(self):
+        factory = self.factory(maxConnections=1)
+        connect(factory, 5001)
+        over, transport = connect(factory, 5002)
+        self.clock.advance(5)
+        self.assertTrue(transport.disconnected)
+        disconnect(over)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_maxPerIP(self):
+        factory = self.factory(maxPerIP=2)
+        first, _ = self.connectFrom(factory, "10.0.0.1", 1)
+        self.connectFrom(factory, "10.0.0.1", 2)
+        over, transport = self.connectFrom(factory, "10.0.0.1", 3)
+        self.assertEqual(transport.value(), b"ERROR server full\n")
+        self.assertEqual(
+            self.captured.messages()[-1],
+            "server full (2 connections open from 10.0.0.1): refused 10.0.0.1:3",
+        )
+        other, transport = self.connectFrom(factory, "10.0.0.2", 4)
+        self.assertEqual(transport.value(), b"connect\n")
+        disconnect(first)
+        self.assertEqual(factory.limits.perHost, {"10.0.0.1": 1, "10.0.0.2": 1})
+        again, transport = self.connectFrom(factory, "10.0.0.1", 5)
+        self.assertEqual(transport.value(), b"connect\n")
+
+    def test_unixPeersHaveNoHost(self):
+        limits = Limits(self.clock, maxPerIP=1)
+        address = UNIXAddress(b"/run/sock")
+        self.assertIsNone(limits.refusal(address, 5))
+        limits.opened(address)
+        self.assertEqual(limits.perHost, {})
+
+    def test_refusedCollectConnectionsDoNotCount(self):
+        factory = CollectFactory(
+            self.captured.log, count=2, limits=Limits(self.clock, maxConnections=1)
+        )
+        first, _ = connect(factory, 5001)
+        over, transport = connect(factory, 5002)
+        self.assertEqual(transport.value(), b"ERROR server full\n")
+        self.assertEqual(factory.remaining, 1)
+        first.dataReceived(b"one\n")
+        disconnect(first)
+        second, transport = connect(factory, 5003)
+        self.assertEqual(factory.remaining, 0)
+        self.assertTrue(factory.allAccepted.called)
+
+
+class GreetBackpressureTests(SynchronousTestCase):
+    """
+    greet registers as its transport's streaming producer: a full write
+    buffer pauses reading from that client until it drains.
+    """
+
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.proto, self.transport = connect(GreetFactory(self.captured.log))
+
+    def test_pauseAndResume(self):
+        self.assertIsNone(self.transport.producer)
+        self.proto.dataReceived(b"first\n")
+        self.assertIs(self.transport.producer, self.proto)
+        self.assertTrue(self.transport.streaming)
+        self.proto.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertEqual(
+            self.captured.messages()[-1],
+            "127.0.0.1:5000 is not reading its acks: reading from it paused",
+        )
+        self.proto.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(
+            self.captured.messages()[-1],
+            "127.0.0.1:5000 read its acks: reading from it resumed",
+        )
+
+    def test_refusalUnregisters(self):
+        """
+        A closing connection drops its producer, else the transport would
+        resume it instead of closing once its buffer drains.
+        """
+        self.proto.dataReceived(b"first\n")
+        self.proto.pauseProducing()
+        self.proto.dataReceived(b"x" * 70000 + b"\n")
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.disconnecting)
+
+
+class RelaySlowConsumerTests(SynchronousTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.clock = Clock()
+        self.factory = RelayFactory(
+            self.captured.log, LocalHub(), limits=Limits(self.clock, maxBuffer=10)
+        )
+        self.sender, _ = connect(self.factory, 5001)
+        self.slow, self.slowTransport = connect(self.factory, 5002)
+        self.fast, self.fastTransport = connect(self.factory, 5003)
+
+    def test_droppedPastMaxBuffer(self):
+        """
+        While the transport's buffer is full, deliveries wait; past
+        --max-buffer bytes waiting, the client gets C{ERROR too slow} and
+        what waited is dropped.
+        """
+        self.slow.pauseProducing()
+        self.sender.dataReceived(b"1234\n")
+        self.slow.pauseProducing()
+        self.sender.dataReceived(b"5678\n")
+        self.slow.pauseProducing()
+        self.assertEqual(received(self.slowTransport), b"")
+        self.assertEqual(self.slow.queuedSize, 10)
+        self.assertFalse(self.slowTransport.disconnecting)
+        self.sender.dataReceived(b"1\n")
+        self.sender.dataReceived(b"2\n")
+        self.assertEqual(received(self.slowTransport), b"ERROR too slow\n")
+        self.assertTrue(self.slowTransport.disconnecting)
+        self.assertEqual(self.slow.queued, [])
+        self.assertEqual(
+            self.captured.messages()[-1],
+            "127.0.0.1:5002 is too slow: over 10 bytes queued for it, dropping it",
+        )
+        self.assertEqual(received(self.fastTransport), b"1234\n5678\n1\n2\n")
+        self.clock.advance(5)
+        self.assertTrue(self.slowTransport.disconnected)
+
+    def test_resumeWritesWhatWaited(self):
+        self.slow.pauseProducing()
+        self.sender.dataReceived(b"123456789\n")
+        self.assertEqual(received(self.slowTransport), b"")
+        self.slow.resumeProducing()
+        self.assertEqual(received(self.slowTransport), b"123456789\n")
+        self.slow.pauseProducing()
+        self.sender.dataReceived(b"abcdefghi\n")
+        self.slow.resumeProducing()
+        self.sender.dataReceived(b"x\n")
+        self.assertEqual(received(self.slowTransport), b"abcdefghi\nx\n")
+        self.assertFalse(self.slowTransport.disconnecting)
+
+    def test_noLimit(self):
+        factory = RelayFactory(self.captured.log, LocalHub())
+        sender, _ = connect(factory, 5001)
+        slow, transport = connect(factory, 5002)
+        slow.pauseProducing()
+        sender.dataReceived(b"x" * 100 + b"\n")
+        self.assertEqual(slow.queuedSize, 101)
+        slow.resumeProducing()
+        self.assertEqual(received(transport), b"x" * 100 + b"\n")
+        self.assertFalse(transport.disconnecting)
+
+    def test_readingContinues(self):
+        """
+        Unlike greet, a relay client whose output is full is still read.
+        """
+        self.slow.pauseProducing()
+        self.slow.dataReceived(b"from slow\n")
+        self.assertEqual(self.slowTransport.producerState, "producing")
+        self.assertEqual(received(self.fastTransport), b"from slow\n")
+
+
+class FakeResource:
+    """
+    The parts of the C{resource} module that L{raiseOpenFileLimit} uses.
+    """
+
+    RLIMIT_NOFILE = 7
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft, hard):
+        self.limits = (soft, hard)
+
+    def getrlimit(self, which):
+        assert which == self.RLIMIT_NOFILE
+        return self.limits
+
+    def setrlimit(self, which, limits):
+        assert which == self.RLIMIT_NOFILE
+        self.limits = limits
+
+
+class OpenFileLimitTests(SynchronousTestCase):
+    def test_raisedToFit(self):
+        rlimits = FakeResource(1024, 524288)
+        self.assertEqual(raiseOpenFileLimit(10000, rlimits), 10000)
+        self.assertEqual(rlimits.limits, (10064, 524288))
+
+    def test_cappedByHardLimit(self):
+        rlimits = FakeResource(1024, 4096)
+        self.assertEqual(raiseOpenFileLimit(10000, rlimits), 4096 - 64)
+        self.assertEqual(rlimits.limits, (4096, 4096))
+
+    def test_neverLowered(self):
+        for limits in [(65536, 65536), (-1, -1), (1024, -1)]:
+            rlimits = FakeResource(*limits)
+            self.assertEqual(raiseOpenFileLimit(100, rlimits), 100)
+            self.assertEqual(rlimits.limits, limits)
