@@ -4,6 +4,7 @@ the LF counted as part of the line ending, and a maximum line length.
 """
 
 from twisted.internet import protocol
+from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 
@@ -45,6 +46,7 @@ class LineProtocol(LineReceiver, TimeoutMixin):
 
     delimiter = b"\n"
     refused = False
+    draining = False
     producing = False
     _abort = None
 
@@ -77,7 +79,7 @@ class LineProtocol(LineReceiver, TimeoutMixin):
         writeNow(self.transport, data)
 
     def dataReceived(self, data):
-        if self.transport.disconnecting:
+        if self.transport.disconnecting or self.draining:
             return
         if self._buffer:
             data = self._buffer + data
@@ -110,11 +112,32 @@ class LineProtocol(LineReceiver, TimeoutMixin):
         self.producing = True
         self.transport.registerProducer(self, True)
 
+    def unregisterAsProducer(self):
+        if self.producing:
+            self.producing = False
+            self.transport.unregisterProducer()
+
     def linesReceived(self, chunk):
         """
         Called with one or more complete lines, each still ending in LF.
         """
         raise NotImplementedError()
+
+    def drain(self):
+        """
+        Take no more lines and close once everything written is sent. Only
+        the sending side closes (a FIN after the pending output) and reading
+        goes on, discarding, until the peer closes: closing with unread input
+        would reset the connection and drop output still queued.
+        """
+        self.draining = True
+        if self.producing:
+            # Paused, it would neither finish writing nor read on to see the
+            # peer close; what a mode holds back while paused goes out first.
+            self.unregisterAsProducer()
+            self.resumeProducing()
+        closeWriting = getattr(self.transport, "loseWriteConnection", None)
+        (closeWriting or self.transport.loseConnection)()
 
     def _tooLong(self, line):
         """
@@ -150,9 +173,7 @@ class LineProtocol(LineReceiver, TimeoutMixin):
         self.setTimeout(None)
         self.transport.write(error)
         self.factory.log.warn("refused", format, peer=self.peer, **fields)
-        if self.producing:
-            self.producing = False
-            self.transport.unregisterProducer()
+        self.unregisterAsProducer()
         self._abort = self.factory.limits.close(self.transport)
 
     def timeoutConnection(self):
@@ -192,6 +213,7 @@ class LineFactory(protocol.Factory):
         self.greeting = greeting
         self.limits = Limits() if limits is None else limits
         self.protocols = set()
+        self._allClosed = []
 
     def buildProtocol(self, addr):
         reason = self.limits.refusal(addr, len(self.protocols))
@@ -220,6 +242,21 @@ class LineFactory(protocol.Factory):
             )
         else:
             self.log.fold("closed", 1)
+        if not self.protocols:
+            waiting, self._allClosed = self._allClosed, []
+            for allClosed in waiting:
+                allClosed.callback(None)
+
+    def whenAllClosed(self):
+        """
+        A L{Deferred} that fires once no connection is open, so a graceful
+        stop can wait for the last one to flush and close.
+        """
+        if not self.protocols:
+            return succeed(None)
+        allClosed = Deferred()
+        self._allClosed.append(allClosed)
+        return allClosed
 
     def logMessages(self, proto, chunk, count):
         """

@@ -6,6 +6,7 @@ startup with one clear line instead of a traceback.
 import sys
 
 from twisted.application import service
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from sockservice.addresses import describeAddress
@@ -34,6 +35,7 @@ class ListeningService(service.Service):
         self.description = description
         self.factory = factory
         self._started = False
+        self._waiting = []
 
     def privilegedStartService(self):
         service.Service.privilegedStartService(self)
@@ -62,6 +64,20 @@ class ListeningService(service.Service):
             mode=self.factory.mode,
             address=describeAddress(port.getHost()),
         )
+        waiting, self._waiting = self._waiting, []
+        for listening in waiting:
+            listening.callback(port)
+
+    def whenListening(self):
+        """
+        A L{Deferred} that fires with the port once it is listening, so
+        readiness is announced only when every listener is bound.
+        """
+        if self.port is not None:
+            return succeed(self.port)
+        listening = Deferred()
+        self._waiting.append(listening)
+        return listening
 
     def stopService(self):
         service.Service.stopService(self)

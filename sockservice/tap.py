@@ -3,6 +3,7 @@ The twistd plugin's options and service: C{twistd -n sockservice ...}.
 """
 
 import ipaddress
+import os
 import sys
 
 from twisted.application import service
@@ -12,11 +13,13 @@ from twisted.python import usage
 
 from sockservice.auth import TokenGate
 from sockservice.collect import CollectFactory
+from sockservice.draining import DrainingService
 from sockservice.foldinglog import FoldingLog
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
 from sockservice.limits import Limits, raiseOpenFileLimit
 from sockservice.listening import ListeningService
+from sockservice.notify import NotifyService
 from sockservice.redishub import DEFAULT_CHANNEL, OUTBOX_LIMIT, RedisHub, redisEndpoint
 from sockservice.redisurl import parseRedisURL
 from sockservice.relay import RelayFactory
@@ -96,6 +99,9 @@ class Options(usage.Options):
          _integer("count", 1)],
         ["max-line", None, 65536, "Longest line accepted, in bytes",
          _integer("max-line", 1)],
+        ["drain-timeout", None, 10,
+         "Seconds a stop lets connections flush and close before cutting them",
+         _integer("drain-timeout", 0)],
         ["idle-timeout", None, 300,
          "Seconds without a complete line from a client before it is closed; 0: never",
          _integer("idle-timeout", 0)],
@@ -260,11 +266,14 @@ def makeHub(options, reactor):
     )
 
 
-def makeService(options, reactor=None):
+def makeService(options, reactor=None, environ=os.environ):
     """
     A L{service.MultiService} listening on every endpoint with one factory.
     In collect mode it stops listening once the count is reached and stops
     the reactor (twistd exits 0) when the last connection has closed.
+    Stopping closes the listeners, then drains the connections, then stops
+    the Redis hub; systemd hears READY=1 once all listen and STOPPING=1
+    first thing on stop.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -277,15 +286,17 @@ def makeService(options, reactor=None):
         )
     factory = makeFactory(options, reactor)
     top = service.MultiService()
+    hub = getattr(factory, "hub", None)
+    if service.IService.providedBy(hub):
+        hub.setServiceParent(top)
+    DrainingService(factory, reactor, options["drain-timeout"]).setServiceParent(top)
     listeners = []
     for description in options["endpoints"]:
         endpoint = endpoints.serverFromString(reactor, description)
         listener = ListeningService(endpoint, description, factory)
         listener.setServiceParent(top)
         listeners.append(listener)
-    hub = getattr(factory, "hub", None)
-    if service.IService.providedBy(hub):
-        hub.setServiceParent(top)
+    NotifyService(listeners, environ).setServiceParent(top)
     if options["mode"] == "collect":
         factory.allAccepted.addCallback(
             lambda _: [listener.stopService() for listener in listeners]

@@ -43,27 +43,32 @@ class RecordingProcess(ProcessProtocol):
 
     def outReceived(self, data):
         self.output += data
-        ready = [w for w in self._waiting if self.output.count(w[0]) >= w[1]]
+        self._received()
+
+    def errReceived(self, data):
+        self.errors += data
+        self._received()
+
+    def _received(self):
+        ready = [w for w in self._waiting if getattr(self, w[3]).count(w[0]) >= w[1]]
         for waiting in ready:
             self._waiting.remove(waiting)
             waiting[2].callback(None)
 
-    def logged(self, text, times=1):
+    def logged(self, text, times=1, stream="output"):
         """
-        Fire once C{text} (bytes) has been output C{times} times in all.
+        Fire once C{text} (bytes) has been written C{times} times in all to
+        C{stream}: C{"output"} or C{"errors"}.
         """
         waiting = Deferred()
-        if self.output.count(text) >= times:
+        if getattr(self, stream).count(text) >= times:
             waiting.callback(None)
         else:
-            self._waiting.append((text, times, waiting))
+            self._waiting.append((text, times, waiting, stream))
         return waiting
 
-    def errReceived(self, data):
-        self.errors += data
-
     def processEnded(self, reason):
-        for text, times, waiting in self._waiting:
+        for text, times, waiting, stream in self._waiting:
             waiting.errback(AssertionError(f"ended before logging {text!r} {times} times"))
         self._waiting = []
         status = reason.value.exitCode
@@ -106,25 +111,26 @@ class TwistdProcess(RecordingProcess):
         RecordingProcess.processEnded(self, reason)
 
 
-def spawnTwistd(path, *args, env=None):
+def spawnTwistd(path, *args, env=None, launcher=()):
     """
     Start C{twistd -n sockservice ARGS} in the directory C{path}, away from
     the checkout, so the plugin comes from the installed package, with
-    C{env} added to the environment.
+    C{env} added to the environment; C{launcher} is a command (such as
+    systemd-socket-activate) that runs it.
     """
     process = TwistdProcess()
-    argv = [twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
+    argv = [*launcher, twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})), path=path)
     return process
 
 
-def startTwistd(testCase, *args, env=None):
+def startTwistd(testCase, *args, env=None, launcher=()):
     """
     L{spawnTwistd} in a fresh directory; it is stopped when the test ends.
     """
     path = testCase.mktemp()
     os.makedirs(path)
-    process = spawnTwistd(path, *args, env=env)
+    process = spawnTwistd(path, *args, env=env, launcher=launcher)
     testCase.addCleanup(process.stop)
     return process
 
@@ -252,7 +258,10 @@ class Peer(Protocol):
     A loopback client that records every byte it receives.
 
     @ivar closed: fires with everything received once the connection ends.
+    @ivar reason: why it ended, once it has.
     """
+
+    reason = None
 
     def __init__(self):
         self.data = b""
@@ -267,6 +276,7 @@ class Peer(Protocol):
             waiting[1].callback(self.data)
 
     def connectionLost(self, reason):
+        self.reason = reason
         for size, waiting in self._waiting:
             waiting.errback(AssertionError(f"closed with {self.data!r}, wanted {size} bytes"))
         self._waiting = []

@@ -41,13 +41,14 @@ class CapturedLog:
         return [formatEvent(event) for event in self.events]
 
 
-def connect(factory, port=5000):
+def connect(factory, port=5000, transportType=StringTransport):
     """
-    Connect a protocol from C{factory} to a string transport; return both.
+    Connect a protocol from C{factory} to a new C{transportType} (a string
+    transport); return both.
     """
     address = peerAddress(port)
     proto = factory.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
+    transport = transportType(peerAddress=address)
     proto.makeConnection(transport)
     return proto, transport
 
@@ -67,6 +68,19 @@ def disconnect(proto, reason=ConnectionDone):
     """
     proto.connectionLost(Failure(reason()))
 
+
+class HalfClosingTransport(StringTransport):
+    """
+    A L{StringTransport} that can close its sending side alone, as TCP and
+    UNIX transports can.
+
+    @ivar writeClosed: whether L{loseWriteConnection} was called.
+    """
+
+    writeClosed = False
+
+    def loseWriteConnection(self):
+        self.writeClosed = True
 
 def makeCertificate(directory):
     """

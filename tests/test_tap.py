@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sockservice.collect import CollectFactory
 from sockservice.greet import GreetFactory
 from sockservice.hub import LocalHub
+from sockservice.listening import ListeningService
 from sockservice.redishub import RedisHub
 from sockservice.redisurl import RedisAddress
 from sockservice.relay import RelayFactory
@@ -195,7 +196,7 @@ class PluginTests(SynchronousTestCase):
 class MakeServiceTests(SynchronousTestCase):
     def start(self, *argv):
         self.reactor = MemoryReactorClock()
-        service = makeService(parse(*argv), reactor=self.reactor)
+        service = makeService(parse(*argv), reactor=self.reactor, environ={})
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
@@ -226,8 +227,10 @@ class MakeServiceTests(SynchronousTestCase):
             parse("-m", "relay", "--backplane", "redis://127.0.0.1:6380", "--channel", "c",
                   "--backplane-outbox", "99"),
             reactor=MemoryReactorClock(),
+            environ={},
         )
-        listener, hub = list(service)
+        hub = list(service)[0]
+        [listener] = [each for each in service if isinstance(each, ListeningService)]
         self.assertIs(listener.factory.hub, hub)
         self.assertIsInstance(hub, RedisHub)
         self.assertEqual((hub.channel, hub.outbox.limit), ("c", 99))
@@ -240,7 +243,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = self.start("--mode", "collect", "--count", "1")
         factory = self.reactor.tcpServers[0][1]
         self.assertIsInstance(factory, CollectFactory)
-        [listener] = list(service)
+        [listener] = [each for each in service if isinstance(each, ListeningService)]
         self.assertIsNotNone(listener.port)
         proto, transport = connect(factory)
         self.assertIsNone(listener.port)

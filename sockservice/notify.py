@@ -1,0 +1,81 @@
+"""
+Telling systemd how the service is doing (the sd_notify protocol): one
+datagram of C{KEY=value} lines on the AF_UNIX socket named by NOTIFY_SOCKET,
+so a unit can be C{Type=notify} without a libsystemd dependency.
+"""
+
+import os
+import socket
+
+from twisted.application import service
+from twisted.internet.defer import gatherResults
+from twisted.logger import Logger
+
+from sockservice.addresses import describeAddress
+
+
+def notifyAddress(environ):
+    """
+    The socket address in C{environ}'s NOTIFY_SOCKET, or L{None} when it is
+    unset or not an AF_UNIX address. A leading C{@} names the abstract
+    namespace (a NUL byte on the wire).
+    """
+    name = os.fsencode(environ.get("NOTIFY_SOCKET", ""))
+    if name.startswith(b"@"):
+        return b"\0" + name[1:]
+    if name.startswith(b"/"):
+        return name
+    return None
+
+
+def sendNotification(address, state):
+    """
+    Send C{state} (C{"READY=1"}, ...) to C{address} as one datagram.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.sendto(state.encode("utf-8"), address)
+
+
+class NotifyService(service.Service):
+    """
+    Sends C{READY=1} once every listener is bound and C{STOPPING=1} when
+    stopping; does nothing without NOTIFY_SOCKET. Add it after the listeners
+    so it starts after them and stops before them.
+
+    @ivar listeners: L{sockservice.listening.ListeningService}s.
+    """
+
+    log = Logger()
+
+    def __init__(self, listeners, environ=os.environ, send=sendNotification):
+        self.listeners = listeners
+        self.address = notifyAddress(environ)
+        self._send = send
+        if self.address is None and environ.get("NOTIFY_SOCKET"):
+            self.log.warn(
+                "NOTIFY_SOCKET={name!r} is not an AF_UNIX socket: not notifying",
+                name=environ["NOTIFY_SOCKET"],
+            )
+
+    def startService(self):
+        service.Service.startService(self)
+        if self.address is not None:
+            ports = gatherResults([each.whenListening() for each in self.listeners])
+            ports.addCallback(self._ready)
+
+    def _ready(self, ports):
+        addresses = ", ".join(describeAddress(port.getHost()) for port in ports)
+        self.notify(f"READY=1\nSTATUS=listening on {addresses}")
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self.address is not None:
+            self.notify("STOPPING=1")
+
+    def notify(self, state):
+        try:
+            self._send(self.address, state)
+        except OSError as e:
+            self.log.warn(
+                "cannot notify systemd at NOTIFY_SOCKET: {reason}", reason=e.strerror
+            )

@@ -1,0 +1,154 @@
+"""
+The files in deploy/: install.sh into a temporary root, the units it installs
+checked by systemd-analyze (verify, security), and the cloud-init user data
+checked by cloud-init's schema.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEPLOY = os.path.join(CHECKOUT, "deploy")
+UNITS = os.path.join("etc", "systemd", "system")
+EXPOSURE = re.compile(r"Overall exposure level for sockservice\.service: (\d+\.\d+)")
+
+
+def run(*argv):
+    """
+    Run a command; return its exit status and its output, stderr included.
+    """
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return done.returncode, done.stdout
+
+
+def ourFiles(root):
+    """
+    Every path under C{root}'s /etc and /opt/sockservice/bin, relative to root.
+    """
+    found = set()
+    for top in ("etc", os.path.join("opt", "sockservice", "bin")):
+        for directory, _, names in os.walk(os.path.join(root, top)):
+            found.update(os.path.relpath(os.path.join(directory, n), root) for n in names)
+    return found
+
+
+class InstallTests(SynchronousTestCase):
+    """
+    install.sh into a temporary root holding a copy of the host's system
+    units, so systemd-analyze --root finds both the targets and ExecStart.
+    """
+
+    if shutil.which("systemd-analyze") is None:
+        skip = "systemd-analyze is missing (.ci/run installs systemd)"
+
+    def setUp(self):
+        # Outside the checkout, which install.sh builds the package from.
+        self.root = tempfile.mkdtemp(prefix="sockservice-root-")
+        self.addCleanup(shutil.rmtree, self.root)
+        shutil.copytree(
+            os.path.realpath("/lib/systemd/system"),
+            os.path.join(self.root, "usr", "lib", "systemd", "system"),
+            symlinks=True,
+        )
+
+    def install(self, *options):
+        status, output = run("sh", os.path.join(DEPLOY, "install.sh"), "--root", self.root, *options)
+        self.assertEqual(status, 0, output)
+        return output
+
+    def assertVerified(self, *units):
+        """
+        systemd-analyze verify passes C{units} without a single warning.
+        """
+        self.assertEqual(run("systemd-analyze", "verify", f"--root={self.root}", *units), (0, ""))
+
+    def exposure(self):
+        status, output = run(
+            "systemd-analyze", "security", "--offline=true", f"--root={self.root}",
+            "--threshold=20", "sockservice.service",
+        )
+        self.assertEqual(status, 0, output)
+        return float(EXPOSURE.search(output).group(1))
+
+    def checkPlain(self):
+        self.assertVerified("sockservice.service")
+        self.assertLessEqual(self.exposure(), 2.0)
+        self.assertTrue(
+            os.path.islink(os.path.join(self.root, UNITS, "multi-user.target.wants", "sockservice.service"))
+        )
+        venv = os.path.join(self.root, "opt", "sockservice")
+        # The service cannot write the plugin cache, so install.sh made it.
+        self.assertTrue(
+            glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "twisted", "plugins", "dropin.cache"))
+        )
+        status, output = run(os.path.join(venv, "bin", "twistd"), "sockservice", "--help")
+        self.assertEqual(status, 0, output)
+        self.assertIn("--drain-timeout", output)
+
+    def checkSocketActivated(self):
+        self.assertVerified("sockservice.socket", "sockservice.service")
+        self.assertLessEqual(self.exposure(), 2.0)
+        self.assertTrue(
+            os.path.islink(os.path.join(self.root, UNITS, "sockets.target.wants", "sockservice.socket"))
+        )
+        self.assertFalse(os.path.lexists(os.path.join(self.root, UNITS, "multi-user.target.wants")))
+        status, output = run(
+            "systemd-analyze", "cat-config", f"--root={self.root}",
+            os.path.join("systemd", "system", "sockservice.service"),
+        )
+        self.assertIn(
+            "\nExecStart=\nExecStart=/opt/sockservice/bin/twistd -n --pidfile= sockservice "
+            "--mode ${MODE} --listen systemd:domain=INET:name=sockservice $OPTIONS\n",
+            output,
+        )
+
+    def test_installSwitchReinstallUninstall(self):
+        """
+        The plain service, then the socket-activated one, each verified and
+        rated; running it again (back to plain) leaves the same files as the
+        first time, an edited options file kept; --uninstall removes them
+        all. One test, as every install makes a venv.
+        """
+        self.install()
+        self.checkPlain()
+        installed = ourFiles(self.root)
+        options = os.path.join(self.root, "etc", "sockservice", "sockservice.env")
+        with open(options, "a") as f:
+            f.write("MODE=relay\n")
+        self.install("--socket")
+        self.checkSocketActivated()
+        self.install()
+        self.checkPlain()
+        self.assertEqual(ourFiles(self.root), installed)
+        with open(options) as f:
+            self.assertTrue(f.read().endswith("\nMODE=relay\n"))
+        status, output = run("sh", os.path.join(DEPLOY, "install.sh"), "--uninstall", "--root", self.root)
+        self.assertEqual(status, 0, output)
+        self.assertEqual(ourFiles(self.root), set())
+        self.assertFalse(os.path.exists(os.path.join(self.root, "opt", "sockservice")))
+
+    def test_badOption(self):
+        status, output = run("sh", os.path.join(DEPLOY, "install.sh"), "--bogus")
+        self.assertEqual(status, 2)
+        self.assertEqual(
+            output,
+            "install.sh: unknown option --bogus\n"
+            "usage: sh deploy/install.sh [--socket] [--uninstall] [--root DIR]\n",
+        )
+
+
+class CloudInitTests(SynchronousTestCase):
+    if shutil.which("cloud-init") is None:
+        skip = "cloud-init is missing (.ci/run installs it)"
+
+    def test_schema(self):
+        self.assertEqual(
+            run("cloud-init", "schema", "--config-file", os.path.join(DEPLOY, "cloud-init.yaml")),
+            (0, f"Valid cloud-config: {os.path.join(DEPLOY, 'cloud-init.yaml')}\n"),
+        )
