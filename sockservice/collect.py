@@ -17,6 +17,14 @@ class CollectProtocol(LineProtocol):
 
     collected = False
 
+    def send(self, data):
+        """
+        Queue C{data} on the transport. The port stops listening on the next
+        reactor iteration and queued bytes leave after that, so no client is
+        greeted while one more could still connect.
+        """
+        self.transport.write(data)
+
     def linesReceived(self, chunk):
         self._collect(chunk[: chunk.index(b"\n") + 1])
         self.transport.loseConnection()

@@ -31,7 +31,7 @@ class GreetProtocol(LineProtocol):
             # done, and pausing greet stops reading, which stalls the handshake.
             self.registerAsProducer()
         count = chunk.count(b"\n")
-        self.transport.write(self.factory.ack * count)
+        self.send(self.factory.ack * count)
         self.factory.logMessages(self, chunk, count)
 
 

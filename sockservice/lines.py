@@ -9,6 +9,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 
 from sockservice.addresses import describeAddress
+from sockservice.directwrite import noDelay, writeNow
 from sockservice.limits import Limits, RefusedProtocol, cancelAbort
 
 LINE_TOO_LONG = b"ERROR line too long\n"
@@ -41,12 +42,9 @@ class LineProtocol(LineReceiver, TimeoutMixin):
 
     The idle timer restarts on complete lines received, never on writes,
     so a peer that only listens (to relay traffic, say) still times out.
-
-    @ivar peer: the peer's address as logged.
     """
 
     delimiter = b"\n"
-    peer = None
     refused = False
     draining = False
     producing = False
@@ -54,17 +52,31 @@ class LineProtocol(LineReceiver, TimeoutMixin):
 
     def connectionMade(self):
         self.MAX_LENGTH = self.factory.maxLine
-        self.peer = describeAddress(self.transport.getPeer())
+        noDelay(self.transport)
         limits = self.factory.limits
         if limits.idleTimeout:
             self.callLater = limits.clock.callLater
             self.setTimeout(limits.idleTimeout)
         self.factory.connectionOpened(self)
 
+    @property
+    def peer(self):
+        """
+        The peer's address as logged; worked out only for events that are
+        logged, not folded.
+        """
+        return describeAddress(self.transport.getPeer())
+
     def connectionLost(self, reason):
         self.setTimeout(None)
         cancelAbort(self._abort)
         self.factory.connectionClosed(self, reason)
+
+    def send(self, data):
+        """
+        Write C{data}, straight to the socket when nothing is queued.
+        """
+        writeNow(self.transport, data)
 
     def dataReceived(self, data):
         if self.transport.disconnecting or self.draining:
@@ -212,19 +224,24 @@ class LineFactory(protocol.Factory):
     def connectionOpened(self, proto):
         self.protocols.add(proto)
         self.limits.opened(proto.transport.getPeer())
-        self.log.info("opened", "connection opened: {peer}", peer=proto.peer)
+        if self.log.take(1):
+            self.log.logger.info("connection opened: {peer}", peer=proto.peer)
+        else:
+            self.log.fold("opened", 1)
         if self.greeting:
-            proto.transport.write(self.greeting)
+            proto.send(self.greeting)
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)
         self.limits.closed(proto.transport.getPeer())
-        self.log.info(
-            "closed",
-            "connection closed: {peer} ({reason})",
-            peer=proto.peer,
-            reason=reason.getErrorMessage(),
-        )
+        if self.log.take(1):
+            self.log.logger.info(
+                "connection closed: {peer} ({reason})",
+                peer=proto.peer,
+                reason=reason.getErrorMessage(),
+            )
+        else:
+            self.log.fold("closed", 1)
         if not self.protocols:
             waiting, self._allClosed = self._allClosed, []
             for allClosed in waiting:
@@ -247,6 +264,9 @@ class LineFactory(protocol.Factory):
         it (L{messageFormat}), folding what the log budget cannot take.
         """
         logged = self.log.take(count)
+        if not logged:
+            self.log.fold("received", count, len(chunk))
+            return
         parts = chunk.split(b"\n", logged)
         if logged < count:
             self.log.fold("received", count - logged, len(parts[-1]))

@@ -166,3 +166,24 @@ class GreetLogFoldingTests(SynchronousTestCase):
             "not logged one by one in the last 1s: received 2 (4 bytes)",
         )
         self.assertEqual(captured.clock.getDelayedCalls(), [])
+
+    def test_connectionEventsFold(self):
+        """
+        Connections opened and closed past the budget are counted in the
+        summary, not logged one by one.
+        """
+        captured = CapturedLog(budget=1)
+        factory = GreetFactory(captured.log)
+        first, _ = connect(factory, 5001)
+        second, _ = connect(factory, 5002)
+        disconnect(first)
+        disconnect(second)
+        captured.clock.advance(1)
+        self.assertEqual(
+            captured.messages(),
+            [
+                "connection opened: 127.0.0.1:5001",
+                "not logged one by one in the last 1s: closed 2, opened 1",
+            ],
+        )
+        self.assertEqual(factory.protocols, set())

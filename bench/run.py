@@ -1,0 +1,414 @@
+"""
+Benchmark sockservice against the C reference server in one run.
+
+Starts the real C{twistd -n sockservice} in each mode and the C reference
+(cbroker) beside it, drives both with the C load generator (loadgen) on
+127.0.0.1, and prints each figure as a ratio to the reference. Both C tools
+are compiled with C{gcc -O2} from C{../shared/tools} beside the checkout, or
+from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}.
+
+    .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000] [--reactor NAME]
+                                  [--server-args '--max-line 1024'] [--only greet-1 ...]
+
+Only figures from one run compare: the machine may be busy with other work.
+"""
+
+import argparse
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.realserver import LISTENING, twistdCommand  # noqa: E402
+
+#: The C reference serves at most this many connections (its MAXC, 4096,
+#: less the descriptors it holds itself).
+C_CONNECTIONS = 4000
+
+
+class Figure:
+    """
+    One benchmark: a mode of both servers and the loadgen arguments.
+    """
+
+    def __init__(self, name, title, mode, loadgen, target):
+        self.name = name
+        self.title = title
+        self.mode = mode
+        self.loadgen = loadgen
+        self.target = target
+
+
+LOAD_FIGURES = [
+    Figure("greet-1", "greet replies/s, 1 in flight", "greet",
+           ["ack", "-c", "50", "-g", "1", "-p", "1"], 0.7),
+    Figure("greet-16", "greet replies/s, 16 in flight", "greet",
+           ["ack", "-c", "50", "-g", "1", "-p", "16"], 0.8),
+    Figure("churn", "short connections/s", "greet",
+           ["churn", "-c", "20", "-g", "1"], 0.8),
+    Figure("relay", "relay deliveries/s (50 clients, 10 senders)", "relay",
+           ["relay", "-c", "50", "-s", "10", "-w", "16"], 0.35),
+]
+IDLE = Figure("idle", "memory per idle connection", "greet", None, 2048)
+FIGURES = {figure.name: figure for figure in LOAD_FIGURES + [IDLE]}
+C_MODES = {"greet": "ack", "relay": "relay"}
+
+
+class BenchError(Exception):
+    """
+    A reason the benchmark cannot go on, said in one line.
+    """
+
+
+def parseArguments(argv):
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark sockservice against the C reference (cbroker) in one run.",
+    )
+    parser.add_argument("--duration", type=float, default=3.0,
+                        help="seconds per round of a load figure on each server (default 3)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per load figure, alternating C and sockservice (default 3)")
+    parser.add_argument("--idle", type=int, default=5000,
+                        help="idle connections for the memory figure (default 5000)")
+    parser.add_argument("--tools", default=os.environ.get("SOCKSERVICE_TOOLS"),
+                        help="directory holding loadgen.c and cbroker.c "
+                             "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout)")
+    parser.add_argument("--reactor", help="twistd --reactor for sockservice (e.g. asyncio)")
+    parser.add_argument("--server-args", default="",
+                        help="more sockservice options for the greet servers, e.g. '--max-line 1024'")
+    parser.add_argument("--only", nargs="+", choices=sorted(FIGURES),
+                        help="measure only these figures")
+    return parser.parse_args(argv)
+
+
+def findTools(tools):
+    """
+    The directory holding loadgen.c and cbroker.c.
+    """
+    directory = Path(tools) if tools else REPO.parent / "shared" / "tools"
+    for name in ("loadgen.c", "cbroker.c"):
+        if not (directory / name).is_file():
+            raise BenchError(
+                f"no {name} in {directory}: pass --tools DIR or set SOCKSERVICE_TOOLS"
+            )
+    return directory
+
+
+def compileTools(source, build):
+    """
+    Compile loadgen and cbroker with C{gcc -O2} into C{build}.
+    """
+    compiler = os.environ.get("CC", "gcc")
+    if shutil.which(compiler) is None:
+        raise BenchError(f"{compiler} not found: install gcc (apt-get install -y gcc)")
+    built = {}
+    for name in ("loadgen", "cbroker"):
+        output = build / name
+        result = subprocess.run(
+            [compiler, "-O2", "-o", str(output), str(source / f"{name}.c")],
+            capture_output=True, text=True,
+        )
+        if result.returncode:
+            raise BenchError(f"{compiler} failed on {name}.c: {result.stderr.strip()}")
+        built[name] = str(output)
+    return built
+
+
+def raiseFileLimit(wanted):
+    """
+    Raise the open-file limit (inherited by the servers) as far as the hard
+    limit allows; return the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
+        return soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def freePort():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def waitUntil(check, what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise BenchError(f"timed out waiting for {what}")
+
+
+class Server:
+    """
+    A server process under test, listening on 127.0.0.1:C{port}.
+    """
+
+    def __init__(self, name, argv, workdir, port=None):
+        self.name = name
+        self.logPath = workdir / f"{name}.log"
+        self._log = open(self.logPath, "wb")
+        self.process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir
+        )
+        self.port = port or waitUntil(self._listeningPort, f"{name} to listen")
+        if port:
+            waitUntil(self._accepting, f"{name} to accept")
+
+    def _listeningPort(self):
+        self._checkRunning()
+        match = LISTENING.search(self.logPath.read_bytes())
+        return int(match.group(1)) if match else None
+
+    def _accepting(self):
+        self._checkRunning()
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def _checkRunning(self):
+        if self.process.poll() is not None:
+            tail = self.logPath.read_bytes()[-400:].decode("utf-8", "replace")
+            raise BenchError(f"{self.name} ended with status {self.process.returncode}: {tail}")
+
+    def rss(self):
+        """
+        Resident memory of the server process, in bytes.
+        """
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+class Bench:
+    def __init__(self, arguments, tools, workdir):
+        self.arguments = arguments
+        self.tools = tools
+        self.workdir = workdir
+
+    def startC(self, mode):
+        port = freePort()
+        return Server(f"cbroker-{mode}", [self.tools["cbroker"], C_MODES[mode], str(port)],
+                      self.workdir, port)
+
+    def startSockservice(self, mode):
+        argv = [twistdCommand(), "-n", "--pidfile="]
+        if self.arguments.reactor:
+            argv += ["--reactor", self.arguments.reactor]
+        argv += ["sockservice", "--mode", mode, "--interface", "127.0.0.1", "--port", "0"]
+        if mode == "greet":
+            argv += shlex.split(self.arguments.server_args)
+        return Server(f"sockservice-{mode}", argv, self.workdir)
+
+    def loadgen(self, figure, server):
+        argv = [self.tools["loadgen"], figure.loadgen[0], "127.0.0.1", str(server.port),
+                *figure.loadgen[1:], "-d", str(self.arguments.duration)]
+        result = subprocess.run(argv, capture_output=True, text=True,
+                                timeout=self.arguments.duration + 60)
+        fields = dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
+        if result.returncode or "error" in fields or "rate" not in fields:
+            problem = (result.stdout + result.stderr).strip().replace("\n", "; ")
+            return {"failed": problem or f"status {result.returncode}"}
+        measured = {"value": float(fields["rate"]),
+                    "latency": (int(fields["p50_us"]), int(fields["p99_us"]))}
+        for wrong in ("echoes", "bad"):
+            if int(fields.get(wrong, 0)):
+                measured["failed"] = f"{wrong}={fields[wrong]}"
+        return measured
+
+    def idleMemory(self, server, count):
+        """
+        Bytes of server memory per idle connection: resident size grown by
+        opening C{count} connections that each got their greeting.
+        """
+        with socket.create_connection(("127.0.0.1", server.port)) as warm:
+            _greeting(warm)
+        time.sleep(0.2)
+        before = server.rss()
+        clients = []
+        try:
+            # Batches within Twisted's default listen backlog (50): a full
+            # backlog drops connection attempts, which retry after a second.
+            for start in range(0, count, 25):
+                batch = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                         for _ in range(min(25, count - start))]
+                for client in batch:
+                    _greeting(client)
+                clients += batch
+            time.sleep(0.5)
+            after = server.rss()
+        finally:
+            for client in clients:
+                client.close()
+        return {"value": (after - before) / count, "latency": None, "count": count}
+
+    def run(self, figures):
+        results = {}
+        for mode in ("greet", "relay"):
+            chosen = [f for f in LOAD_FIGURES if f.mode == mode and f.name in figures]
+            if not chosen:
+                continue
+            servers = [self.startC(mode), self.startSockservice(mode)]
+            try:
+                for figure in chosen:
+                    # Alternate the servers round by round, so a burst of
+                    # other work on the machine hits both alike.
+                    rounds = [[self.loadgen(figure, s) for s in servers]
+                              for _ in range(self.arguments.rounds)]
+                    results[figure.name] = [_median([r[i] for r in rounds]) for i in (0, 1)]
+                    results[figure.name][1]["ratios"] = [
+                        ours["value"] / c["value"] for c, ours in rounds
+                        if "failed" not in c and "failed" not in ours]
+            finally:
+                for server in servers:
+                    server.stop()
+        if IDLE.name in figures:
+            results[IDLE.name] = []
+            limits = {"C": min(self.arguments.idle, C_CONNECTIONS),
+                      "sockservice": self.arguments.idle}
+            for start, count in ((self.startC, limits["C"]),
+                                 (self.startSockservice, limits["sockservice"])):
+                server = start("greet")
+                try:
+                    results[IDLE.name].append(self.idleMemory(server, count))
+                finally:
+                    server.stop()
+        return results
+
+
+def _median(measured):
+    """
+    The round with the median rate; the first failure if any round failed.
+    """
+    for one in measured:
+        if "failed" in one:
+            return one
+    ordered = sorted(measured, key=lambda one: one["value"])
+    return dict(ordered[len(ordered) // 2])
+
+
+def _greeting(client):
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = client.recv(100)
+        if not chunk:
+            raise BenchError("server closed a connection before greeting it")
+        data += chunk
+
+
+def describeMachine(arguments):
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import twisted
+
+    reactor = arguments.reactor or "default"
+    extra = f", sockservice {arguments.server_args}" if arguments.server_args else ""
+    return (f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
+            f"Python {platform.python_version()}, Twisted {twisted.__version__}, "
+            f"reactor {reactor}{extra}; medians of {arguments.rounds} rounds of "
+            f"{arguments.duration:g} s per figure and server")
+
+
+def _number(value, figure):
+    if figure is IDLE:
+        return f"{value / 1024:.2f} KB"
+    return f"{value:,.0f}"
+
+
+def _latency(measured):
+    latency = measured.get("latency")
+    return f"{latency[0]} / {latency[1]}" if latency else ""
+
+
+def _range(ratios):
+    if not ratios:
+        return ""
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
+def formatTable(results):
+    lines = [
+        "| figure | sockservice | C reference | ratio | rounds | target "
+        "| p50 / p99 µs | C p50 / p99 µs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (c, ours) in results.items():
+        figure = FIGURES[name]
+        if "failed" in c or "failed" in ours:
+            failure = ours.get("failed") or "C: " + c["failed"]
+            lines.append(f"| {figure.title} | failed: {failure} | | | | | | |")
+            continue
+        if figure is IDLE:
+            ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
+            target = f"<= {figure.target / 1024:g} KB"
+            title = f"{figure.title} ({ours['count']}; C {c['count']})"
+        else:
+            ratio = f"{ours['value'] / c['value']:.2f}"
+            target = f">= {figure.target:g}"
+            title = figure.title
+        lines.append(
+            f"| {title} | {_number(ours['value'], figure)} | {_number(c['value'], figure)} "
+            f"| {ratio} | {_range(ours.get('ratios'))} | {target} "
+            f"| {_latency(ours)} | {_latency(c)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    arguments = parseArguments(argv)
+    figures = arguments.only or list(FIGURES)
+    try:
+        source = findTools(arguments.tools)
+        limit = raiseFileLimit(arguments.idle + 100)
+        if IDLE.name in figures and limit < arguments.idle + 100:
+            raise BenchError(
+                f"open-file limit {limit} is too low for --idle {arguments.idle}: "
+                f"raise the hard limit (ulimit -Hn) or lower --idle"
+            )
+        with tempfile.TemporaryDirectory(prefix="sockservice-bench-") as temporary:
+            workdir = Path(temporary)
+            tools = compileTools(source, workdir)
+            print(describeMachine(arguments), flush=True)
+            results = Bench(arguments, tools, workdir).run(figures)
+    except BenchError as e:
+        sys.stderr.write(f"bench/run.py: {e}\n")
+        return 1
+    print(formatTable(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""
+The benchmark script's own logic: finding the C tools, picking the median
+round, and the table it prints. (Its figures come from running it.)
+"""
+
+import io
+import os
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bench import run
+
+
+class FindToolsTests(SynchronousTestCase):
+    def test_missing(self):
+        """
+        Without the C sources the benchmark says where it looked and how to
+        point it elsewhere, in one line.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        error = self.assertRaises(run.BenchError, run.findTools, directory)
+        self.assertEqual(
+            str(error),
+            f"no loadgen.c in {directory}: pass --tools DIR or set SOCKSERVICE_TOOLS",
+        )
+
+    def test_found(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for name in ("loadgen.c", "cbroker.c"):
+            open(os.path.join(directory, name), "w").close()
+        self.assertEqual(str(run.findTools(directory)), directory)
+
+    def test_mainWithoutTools(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        self.assertEqual(run.main(["--tools", directory]), 1)
+        self.assertEqual(
+            stderr.getvalue(),
+            f"bench/run.py: no loadgen.c in {directory}: "
+            "pass --tools DIR or set SOCKSERVICE_TOOLS\n",
+        )
+
+
+class MedianTests(SynchronousTestCase):
+    def test_median(self):
+        rounds = [{"value": 3.0}, {"value": 1.0}, {"value": 2.0}]
+        self.assertEqual(run._median(rounds), {"value": 2.0})
+
+    def test_failure(self):
+        failed = {"failed": "error=stalled"}
+        self.assertIs(run._median([{"value": 1.0}, failed]), failed)
+
+
+class FormatTableTests(SynchronousTestCase):
+    def test_table(self):
+        results = {
+            "greet-1": [
+                {"value": 100000.0, "latency": (300, 700)},
+                {"value": 75000.0, "latency": (400, 900), "ratios": [0.7, 0.81]},
+            ],
+            "relay": [{"value": 1.0, "latency": (1, 2)}, {"failed": "echoes=3"}],
+            "idle": [
+                {"value": 4096.0, "latency": None, "count": 4000},
+                {"value": 1228.8, "latency": None, "count": 5000},
+            ],
+        }
+        self.assertEqual(
+            run.formatTable(results).splitlines()[2:],
+            [
+                "| greet replies/s, 1 in flight | 75,000 | 100,000 | 0.75 | 0.70-0.81 "
+                "| >= 0.7 | 400 / 900 | 300 / 700 |",
+                "| relay deliveries/s (50 clients, 10 senders) | failed: echoes=3 "
+                "| | | | | | |",
+                "| memory per idle connection (5000; C 4000) | 1.20 KB | 4.00 KB | 0.30 "
+                "|  | <= 2 KB |  |  |",
+            ],
+        )
