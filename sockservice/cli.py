@@ -21,7 +21,7 @@ from sockservice.clients import (
     GreetClient,
     SendClient,
 )
-from sockservice.tap import _integer
+from sockservice.tap import wholeNumber
 
 
 def _seconds(value):
@@ -80,7 +80,7 @@ class ClientOptions(_Options):
 
     optParameters = [
         ["host", "h", "127.0.0.1", "Server host name or address."],
-        ["port", "p", 12345, "Server TCP port.", _integer("port", 1, 65535)],
+        ["port", "p", 12345, "Server TCP port.", wholeNumber("port", 1, 65535)],
         ["timeout", "t", 10.0,
          "Seconds to wait for the connection and for each awaited reply.", _seconds],
         ["cafile", None, None,

@@ -38,7 +38,7 @@ MODE_OPTIONS = {
 }
 
 
-def _integer(name, low, high=None):
+def wholeNumber(name, low, high=None):
     """
     An option coercer accepting whole numbers in [low, high], naming the
     option in its error.
@@ -87,7 +87,7 @@ class Options(usage.Options):
     optParameters = [
         ["mode", "m", "greet", "greet, collect or relay."],
         ["port", "p", None, "TCP port to listen on, 0 for any free one [default: 12345]",
-         _integer("port", 0, 65535)],
+         wholeNumber("port", 0, 65535)],
         ["interface", "i", None,
          "Address to listen on [default: 0.0.0.0, every IPv4 address]."],
         ["greeting", None, None,
@@ -96,22 +96,22 @@ class Options(usage.Options):
         ["ack", None, None,
          "greet: line sent for each line received [default: 'Information Received']."],
         ["count", None, None, "collect: connections to serve before exiting [default: 5]",
-         _integer("count", 1)],
+         wholeNumber("count", 1)],
         ["max-line", None, 65536, "Longest line accepted, in bytes",
-         _integer("max-line", 1)],
+         wholeNumber("max-line", 1)],
         ["drain-timeout", None, 10,
          "Seconds a stop lets connections flush and close before cutting them",
-         _integer("drain-timeout", 0)],
+         wholeNumber("drain-timeout", 0)],
         ["idle-timeout", None, 300,
          "Seconds without a complete line from a client before it is closed; 0: never",
-         _integer("idle-timeout", 0)],
+         wholeNumber("idle-timeout", 0)],
         ["max-connections", None, 10000, "Connections served at once",
-         _integer("max-connections", 1)],
+         wholeNumber("max-connections", 1)],
         ["max-per-ip", None, 0, "Connections served at once from one address; 0: no limit",
-         _integer("max-per-ip", 0)],
+         wholeNumber("max-per-ip", 0)],
         ["max-buffer", None, None,
          "relay: bytes queued for a client that does not read before it is dropped "
-         "[default: 1048576]", _integer("max-buffer", 1)],
+         "[default: 1048576]", wholeNumber("max-buffer", 1)],
         ["token-file", None, None,
          "relay: file whose first line clients must send before anything else."],
         ["backplane", None, None,
@@ -122,7 +122,7 @@ class Options(usage.Options):
         ["backplane-outbox", None, None,
          "relay: bytes held for Redis while it is away; lines beyond that "
          f"do not reach other nodes and are counted [default: {OUTBOX_LIMIT}]",
-         _integer("backplane-outbox", 0)],
+         wholeNumber("backplane-outbox", 0)],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
