@@ -49,13 +49,22 @@ class ListeningService(service.Service):
     def _listen(self):
         self._started = True
         failures = []
-        self.endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        listening = self.endpoint.listen(self.factory)
+        listening.addCallbacks(self._listening, failures.append)
         if failures:
             sys.__stderr__.write(
                 f"sockservice: cannot listen on {self.description}: "
                 f"{_reason(failures[0])}\n"
             )
             raise SystemExit(1)
+        # An endpoint that listens later must not fail unseen.
+        listening.addCallback(
+            lambda _: failures and self.log.critical(
+                "cannot listen on {description}: {reason}",
+                description=self.description,
+                reason=_reason(failures[0]),
+            )
+        )
 
     def _listening(self, port):
         self.port = port

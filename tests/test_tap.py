@@ -6,6 +6,7 @@ import io
 import sys
 
 from twisted.application.service import IServiceMaker
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import formatEvent, globalLogPublisher
@@ -269,6 +270,26 @@ class MakeServiceTests(SynchronousTestCase):
             "sockservice: cannot listen on tcp:12345:interface=0.0.0.0: "
             "Address already in use\n",
         )
+
+    def test_cannotListenLater(self):
+        """
+        An endpoint whose listening fails after startup is logged, not lost.
+        """
+        listening = Deferred()
+
+        class LateEndpoint:
+            def listen(self, factory):
+                return listening
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        listener = ListeningService(LateEndpoint(), "tcp:1", GreetFactory(None))
+        listener.privilegedStartService()
+        listening.errback(CannotListenError("", 1, OSError(98, "Address already in use")))
+        [event] = [e for e in events if e.get("description") == "tcp:1"]
+        self.assertEqual(formatEvent(event), "cannot listen on tcp:1: Address already in use")
+        self.assertIsNone(listener.port)
 
 
 class LimitOptionsTests(SynchronousTestCase):
