@@ -111,26 +111,29 @@ class TwistdProcess(RecordingProcess):
         RecordingProcess.processEnded(self, reason)
 
 
-def spawnTwistd(path, *args, env=None, launcher=()):
+def spawnTwistd(path, *args, env=None, launcher=(), reactorName=None):
     """
     Start C{twistd -n sockservice ARGS} in the directory C{path}, away from
     the checkout, so the plugin comes from the installed package, with
     C{env} added to the environment; C{launcher} is a command (such as
-    systemd-socket-activate) that runs it.
+    systemd-socket-activate) that runs it, C{reactorName} a C{twistd --reactor}.
     """
     process = TwistdProcess()
-    argv = [*launcher, twistdCommand(), "-n", "--pidfile=", "sockservice", *args]
+    twistd = [twistdCommand(), "-n", "--pidfile="]
+    if reactorName:
+        twistd += ["--reactor", reactorName]
+    argv = [*launcher, *twistd, "sockservice", *args]
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})), path=path)
     return process
 
 
-def startTwistd(testCase, *args, env=None, launcher=()):
+def startTwistd(testCase, *args, env=None, launcher=(), reactorName=None):
     """
     L{spawnTwistd} in a fresh directory; it is stopped when the test ends.
     """
     path = testCase.mktemp()
     os.makedirs(path)
-    process = spawnTwistd(path, *args, env=env, launcher=launcher)
+    process = spawnTwistd(path, *args, env=env, launcher=launcher, reactorName=reactorName)
     testCase.addCleanup(process.stop)
     return process
 
