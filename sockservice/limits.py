@@ -10,6 +10,7 @@ from collections import Counter
 from twisted.internet import protocol
 
 from sockservice.addresses import describeAddress
+from sockservice.idle import IdleWatch
 
 SERVER_FULL = b"ERROR server full\n"
 SPARE_FILES = 64
@@ -32,6 +33,7 @@ class Limits:
     @ivar clock: schedules idle timeouts and aborts; L{None} with both off.
     @ivar idleTimeout: seconds without a complete line before a connection
         is closed.
+    @ivar idle: the L{IdleWatch} that closes them, or L{None}.
     @ivar maxConnections: connections served at once.
     @ivar maxPerIP: connections served at once from one host.
     @ivar maxBuffer: relay: bytes queued for a client beyond the transport's
@@ -45,6 +47,7 @@ class Limits:
                  maxBuffer=0, closeGrace=5.0):
         self.clock = clock
         self.idleTimeout = idleTimeout
+        self.idle = IdleWatch(clock, idleTimeout) if idleTimeout else None
         self.maxConnections = maxConnections
         self.maxPerIP = maxPerIP
         self.maxBuffer = maxBuffer

@@ -6,7 +6,6 @@ the LF counted as part of the line ending, and a maximum line length.
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.basic import LineReceiver
-from twisted.protocols.policies import TimeoutMixin
 
 from sockservice.addresses import describeAddress
 from sockservice.directwrite import noDelay, writeNow
@@ -34,13 +33,13 @@ def logText(data):
     return data.decode("utf-8", "replace")
 
 
-class LineProtocol(LineReceiver, TimeoutMixin):
+class LineProtocol(LineReceiver):
     """
     A L{LineReceiver} that splits each read once and hands all of its
     complete lines to L{linesReceived} as one chunk, so a mode can answer a
     whole read with one write instead of one write per line.
 
-    The idle timer restarts on complete lines received, never on writes,
+    The idle timeout restarts on complete lines received, never on writes,
     so a peer that only listens (to relay traffic, say) still times out.
     """
 
@@ -49,14 +48,14 @@ class LineProtocol(LineReceiver, TimeoutMixin):
     draining = False
     producing = False
     _abort = None
+    _idle = None
 
     def connectionMade(self):
         self.MAX_LENGTH = self.factory.maxLine
         noDelay(self.transport)
-        limits = self.factory.limits
-        if limits.idleTimeout:
-            self.callLater = limits.clock.callLater
-            self.setTimeout(limits.idleTimeout)
+        self._idle = self.factory.limits.idle
+        if self._idle is not None:
+            self._idle.watch(self)
         self.factory.connectionOpened(self)
 
     @property
@@ -68,7 +67,7 @@ class LineProtocol(LineReceiver, TimeoutMixin):
         return describeAddress(self.transport.getPeer())
 
     def connectionLost(self, reason):
-        self.setTimeout(None)
+        self._stopIdleTimeout()
         cancelAbort(self._abort)
         self.factory.connectionClosed(self, reason)
 
@@ -95,7 +94,8 @@ class LineProtocol(LineReceiver, TimeoutMixin):
                     if not self.transport.disconnecting:
                         self._refuseLongLine()
                     return
-            self.resetTimeout()
+            if self._idle is not None:
+                self._idle.touch(self)
             self.linesReceived(chunk)
         if end < len(data) and not self.transport.disconnecting:
             tail = data[end:]
@@ -170,13 +170,20 @@ class LineProtocol(LineReceiver, TimeoutMixin):
         """
         self.refused = True
         self._buffer = b""
-        self.setTimeout(None)
+        self._stopIdleTimeout()
         self.transport.write(error)
         self.factory.log.warn("refused", format, peer=self.peer, **fields)
         self.unregisterAsProducer()
         self._abort = self.factory.limits.close(self.transport)
 
+    def _stopIdleTimeout(self):
+        if self._idle is not None:
+            self._idle.forget(self)
+
     def timeoutConnection(self):
+        """
+        Called by the factory's L{IdleWatch} when no line came in time.
+        """
         self.refuse(
             IDLE_TIMEOUT,
             "idle for {timeout}s: closing {peer}",

@@ -75,10 +75,11 @@ class IdleTimeoutTests(SynchronousTestCase):
         disconnect(proto)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_offByDefault(self):
-        proto, transport = connect(GreetFactory(self.captured.log))
+    def test_offWithZero(self):
+        proto, transport = connect(GreetFactory(self.captured.log, limits=Limits(self.clock)))
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertIsNone(proto.timeOut)
+        self.clock.advance(10**6)
+        self.assertFalse(transport.disconnecting)
 
 
 class ConnectionLimitTests(SynchronousTestCase):

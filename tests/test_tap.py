@@ -8,6 +8,7 @@ import sys
 from twisted.application.service import IServiceMaker
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
@@ -185,6 +186,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError(["--bogus"], "option --bogus not recognized")
 
 
+class RaisingMemoryReactorClock(RaisingMemoryReactor, Clock):
+    """
+    A reactor whose listen fails, with the clock a real reactor has.
+    """
+
+    def __init__(self, listenException):
+        RaisingMemoryReactor.__init__(self, listenException=listenException)
+        Clock.__init__(self)
+
+
 class PluginTests(SynchronousTestCase):
     def test_listed(self):
         import twisted.plugins
@@ -261,7 +272,7 @@ class MakeServiceTests(SynchronousTestCase):
         stderr = io.StringIO()
         self.patch(sys, "__stderr__", stderr)
         error = CannotListenError("0.0.0.0", 12345, OSError(98, "Address already in use"))
-        service = makeService(parse(), reactor=RaisingMemoryReactor(listenException=error))
+        service = makeService(parse(), reactor=RaisingMemoryReactorClock(listenException=error))
         with self.assertRaises(SystemExit) as caught:
             service.privilegedStartService()
         self.assertEqual(caught.exception.code, 1)
