@@ -3,8 +3,6 @@ A log that never becomes the bottleneck: events are logged one by one up to a
 budget per interval, the rest are counted and folded into one summary event.
 """
 
-from collections import Counter
-
 
 class FoldingLog:
     """
@@ -19,28 +17,38 @@ class FoldingLog:
         self.budget = budget
         self.interval = interval
         self._left = budget
-        self._folded = Counter()
-        self._foldedBytes = Counter()
+        #: kind -> [events, bytes] folded in this window.
+        self._folded = {}
         self._window = None
 
-    def take(self, wanted):
+    def take(self, kind, wanted, nbytes=0):
         """
-        Claim up to C{wanted} individual log events; return how many may be
-        logged. The caller folds the rest with L{fold}.
+        Claim up to C{wanted} events of C{kind} to log one by one; return how
+        many. When none may be, all C{wanted} (and their C{nbytes}) are
+        folded here, so a busy server pays this one call for them; after a
+        partial claim the caller folds the rest with L{fold}.
         """
         if self._window is None:
             self._left = self.budget
             self._window = self._clock.callLater(self.interval, self._flush)
-        granted = min(wanted, self._left)
-        self._left -= granted
-        return granted
+        left = self._left
+        if left:
+            granted = wanted if wanted < left else left
+            self._left = left - granted
+            return granted
+        self.fold(kind, wanted, nbytes)
+        return 0
 
     def fold(self, kind, count, nbytes=0):
         """
         Count C{count} events of C{kind} (and their C{nbytes}) for the summary.
         """
-        self._folded[kind] += count
-        self._foldedBytes[kind] += nbytes
+        folded = self._folded.get(kind)
+        if folded is None:
+            self._folded[kind] = [count, nbytes]
+        else:
+            folded[0] += count
+            folded[1] += nbytes
 
     def info(self, kind, format, **fields):
         """
@@ -55,10 +63,8 @@ class FoldingLog:
         self.emit(self.logger.warn, kind, format, fields)
 
     def emit(self, method, kind, format, fields):
-        if self.take(1):
+        if self.take(kind, 1):
             method(format, **fields)
-        else:
-            self.fold(kind, 1)
 
     def stop(self):
         """
@@ -72,16 +78,16 @@ class FoldingLog:
         self._window = None
         if not self._folded:
             return
-        parts = []
-        for kind, count in sorted(self._folded.items()):
-            nbytes = self._foldedBytes[kind]
-            parts.append(f"{kind} {count}" + (f" ({nbytes} bytes)" if nbytes else ""))
+        folded = sorted(self._folded.items())
+        self._folded = {}
+        parts = [
+            f"{kind} {count}" + (f" ({nbytes} bytes)" if nbytes else "")
+            for kind, (count, nbytes) in folded
+        ]
         self.logger.info(
             "not logged one by one in the last {interval:g}s: {summary}",
             interval=self.interval,
             summary=", ".join(parts),
-            folded=dict(self._folded),
-            foldedBytes=dict(self._foldedBytes),
+            folded={kind: count for kind, (count, _) in folded},
+            foldedBytes={kind: nbytes for kind, (_, nbytes) in folded},
         )
-        self._folded.clear()
-        self._foldedBytes.clear()

@@ -2,6 +2,7 @@
 greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 """
 
+from sockservice.directwrite import writeNow
 from sockservice.lines import LineFactory, LineProtocol
 
 
@@ -31,7 +32,7 @@ class GreetProtocol(LineProtocol):
             # done, and pausing greet stops reading, which stalls the handshake.
             self.registerAsProducer()
         count = chunk.count(b"\n")
-        self.send(self.factory.ack * count)
+        writeNow(self.transport, self.factory.ack * count)
         self.factory.logMessages(self, chunk, count)
 
 

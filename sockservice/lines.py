@@ -231,24 +231,20 @@ class LineFactory(protocol.Factory):
     def connectionOpened(self, proto):
         self.protocols.add(proto)
         self.limits.opened(proto.transport.getPeer())
-        if self.log.take(1):
+        if self.log.take("opened", 1):
             self.log.logger.info("connection opened: {peer}", peer=proto.peer)
-        else:
-            self.log.fold("opened", 1)
         if self.greeting:
             proto.send(self.greeting)
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)
         self.limits.closed(proto.transport.getPeer())
-        if self.log.take(1):
+        if self.log.take("closed", 1):
             self.log.logger.info(
                 "connection closed: {peer} ({reason})",
                 peer=proto.peer,
                 reason=reason.getErrorMessage(),
             )
-        else:
-            self.log.fold("closed", 1)
         if not self.protocols:
             waiting, self._allClosed = self._allClosed, []
             for allClosed in waiting:
@@ -270,9 +266,8 @@ class LineFactory(protocol.Factory):
         Log each of the C{count} lines in C{chunk} as the seed server printed
         it (L{messageFormat}), folding what the log budget cannot take.
         """
-        logged = self.log.take(count)
+        logged = self.log.take("received", count, len(chunk))
         if not logged:
-            self.log.fold("received", count, len(chunk))
             return
         parts = chunk.split(b"\n", logged)
         if logged < count:

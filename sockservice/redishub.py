@@ -304,7 +304,7 @@ class RedisHub(service.Service):
             self._unreachable(reason)
 
     def _lost(self, nbytes):
-        if self.log.take(1):
+        if self.log.take("not relayed to other nodes", 1, nbytes):
             self.log.logger.warn(
                 "not relayed to other nodes: {nbytes} bytes (Redis backplane away "
                 "or slow, outbox of {limit} bytes full; {lost} messages, "
@@ -312,5 +312,3 @@ class RedisHub(service.Service):
                 nbytes=nbytes, limit=self.outbox.limit, lost=self.outbox.lost,
                 lostBytes=self.outbox.lostBytes,
             )
-        else:
-            self.log.fold("not relayed to other nodes", 1, nbytes)
