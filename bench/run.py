@@ -7,8 +7,12 @@ Starts the real C{twistd -n sockservice} in each mode and the C reference
 are compiled with C{gcc -O2} from C{../shared/tools} beside the checkout, or
 from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}.
 
-    .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000] [--reactor NAME]
+    .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000]
+                                  [--reactor default directepoll ...]
                                   [--server-args '--max-line 1024'] [--only greet-1 ...]
+
+Each reactor named gets its own sockservice server, measured in the same
+rounds as the reference.
 
 Only figures from one run compare: the machine may be busy with other work.
 """
@@ -85,7 +89,9 @@ def parseArguments(argv):
     parser.add_argument("--tools", default=os.environ.get("SOCKSERVICE_TOOLS"),
                         help="directory holding loadgen.c and cbroker.c "
                              "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout)")
-    parser.add_argument("--reactor", help="twistd --reactor for sockservice (e.g. asyncio)")
+    parser.add_argument("--reactor", nargs="+", default=["default", "directepoll"],
+                        help="twistd --reactor for each sockservice server measured; "
+                             "'default' is twistd's own choice (default: default directepoll)")
     parser.add_argument("--server-args", default="",
                         help="more sockservice options for the greet servers, e.g. '--max-line 1024'")
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES),
@@ -218,14 +224,35 @@ class Bench:
         return Server(f"cbroker-{mode}", [self.tools["cbroker"], C_MODES[mode], str(port)],
                       self.workdir, port)
 
-    def startSockservice(self, mode):
+    def startSockservice(self, mode, reactor):
         argv = [twistdCommand(), "-n", "--pidfile="]
-        if self.arguments.reactor:
-            argv += ["--reactor", self.arguments.reactor]
+        if reactor != "default":
+            argv += ["--reactor", reactor]
         argv += ["sockservice", "--mode", mode, "--interface", "127.0.0.1", "--port", "0"]
         if mode == "greet":
             argv += shlex.split(self.arguments.server_args)
-        return Server(f"sockservice-{mode}", argv, self.workdir)
+        return Server(f"sockservice-{mode}-{reactor}", argv, self.workdir)
+
+    def start(self, mode, name):
+        """
+        Start the server called C{name}: C{"C"}, or sockservice under that
+        reactor.
+        """
+        return self.startC(mode) if name == "C" else self.startSockservice(mode, name)
+
+    def startAll(self, mode):
+        """
+        The C reference and one sockservice per reactor, by name.
+        """
+        servers = {}
+        try:
+            for name in ["C", *self.arguments.reactor]:
+                servers[name] = self.start(mode, name)
+        except BaseException:
+            for server in servers.values():
+                server.stop()
+            raise
+        return servers
 
     def loadgen(self, figure, server):
         argv = [self.tools["loadgen"], figure.loadgen[0], "127.0.0.1", str(server.port),
@@ -270,34 +297,40 @@ class Bench:
         return {"value": (after - before) / count, "latency": None, "count": count}
 
     def run(self, figures):
+        """
+        Measure C{figures}: a dict from each figure's name to what each
+        server measured, by server name (C{"C"} or a reactor).
+        """
         results = {}
         for mode in ("greet", "relay"):
             chosen = [f for f in LOAD_FIGURES if f.mode == mode and f.name in figures]
             if not chosen:
                 continue
-            servers = [self.startC(mode), self.startSockservice(mode)]
+            servers = self.startAll(mode)
             try:
                 for figure in chosen:
                     # Alternate the servers round by round, so a burst of
-                    # other work on the machine hits both alike.
-                    rounds = [[self.loadgen(figure, s) for s in servers]
+                    # other work on the machine hits them all alike.
+                    rounds = [{name: self.loadgen(figure, server)
+                               for name, server in servers.items()}
                               for _ in range(self.arguments.rounds)]
-                    results[figure.name] = [_median([r[i] for r in rounds]) for i in (0, 1)]
-                    results[figure.name][1]["ratios"] = [
-                        ours["value"] / c["value"] for c, ours in rounds
-                        if "failed" not in c and "failed" not in ours]
+                    results[figure.name] = {
+                        name: _median([one[name] for one in rounds]) for name in servers
+                    }
+                    for name in self.arguments.reactor:
+                        results[figure.name][name]["ratios"] = [
+                            one[name]["value"] / one["C"]["value"] for one in rounds
+                            if "failed" not in one["C"] and "failed" not in one[name]]
             finally:
-                for server in servers:
+                for server in servers.values():
                     server.stop()
         if IDLE.name in figures:
-            results[IDLE.name] = []
-            limits = {"C": min(self.arguments.idle, C_CONNECTIONS),
-                      "sockservice": self.arguments.idle}
-            for start, count in ((self.startC, limits["C"]),
-                                 (self.startSockservice, limits["sockservice"])):
-                server = start("greet")
+            results[IDLE.name] = {}
+            for name in ["C", *self.arguments.reactor]:
+                count = min(self.arguments.idle, C_CONNECTIONS) if name == "C" else self.arguments.idle
+                server = self.start("greet", name)
                 try:
-                    results[IDLE.name].append(self.idleMemory(server, count))
+                    results[IDLE.name][name] = self.idleMemory(server, count)
                 finally:
                     server.stop()
         return results
@@ -334,11 +367,10 @@ def describeMachine(arguments):
         pass
     import twisted
 
-    reactor = arguments.reactor or "default"
     extra = f", sockservice {arguments.server_args}" if arguments.server_args else ""
     return (f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, Twisted {twisted.__version__}, "
-            f"reactor {reactor}{extra}; medians of {arguments.rounds} rounds of "
+            f"Python {platform.python_version()}, Twisted {twisted.__version__}{extra}; "
+            f"medians of {arguments.rounds} rounds of "
             f"{arguments.duration:g} s per figure and server")
 
 
@@ -361,34 +393,44 @@ def _range(ratios):
 
 def formatTable(results):
     lines = [
-        "| figure | sockservice | C reference | ratio | rounds | target "
+        "| figure | reactor | sockservice | C reference | ratio | rounds | target "
         "| p50 / p99 µs | C p50 / p99 µs |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, (c, ours) in results.items():
+    for name, measured in results.items():
         figure = FIGURES[name]
-        if "failed" in c or "failed" in ours:
-            failure = ours.get("failed") or "C: " + c["failed"]
-            lines.append(f"| {figure.title} | failed: {failure} | | | | | | |")
-            continue
-        if figure is IDLE:
-            ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
-            target = f"<= {figure.target / 1024:g} KB"
-            title = f"{figure.title} ({ours['count']}; C {c['count']})"
-        else:
-            ratio = f"{ours['value'] / c['value']:.2f}"
-            target = f">= {figure.target:g}"
-            title = figure.title
-        lines.append(
-            f"| {title} | {_number(ours['value'], figure)} | {_number(c['value'], figure)} "
-            f"| {ratio} | {_range(ours.get('ratios'))} | {target} "
-            f"| {_latency(ours)} | {_latency(c)} |"
-        )
+        c = measured["C"]
+        for reactor, ours in measured.items():
+            if reactor == "C":
+                continue
+            lines.append(f"| {_title(figure, ours, c)} | {reactor} | {_row(figure, ours, c)} |")
     return "\n".join(lines)
+
+
+def _title(figure, ours, c):
+    if figure is IDLE and "count" in ours and "count" in c:
+        return f"{figure.title} ({ours['count']}; C {c['count']})"
+    return figure.title
+
+
+def _row(figure, ours, c):
+    if "failed" in c or "failed" in ours:
+        failure = ours.get("failed") or "C: " + c["failed"]
+        return f"failed: {failure} | | | | | |"
+    if figure is IDLE:
+        ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
+        target = f"<= {figure.target / 1024:g} KB"
+    else:
+        ratio = f"{ours['value'] / c['value']:.2f}"
+        target = f">= {figure.target:g}"
+    return (f"{_number(ours['value'], figure)} | {_number(c['value'], figure)} "
+            f"| {ratio} | {_range(ours.get('ratios'))} | {target} "
+            f"| {_latency(ours)} | {_latency(c)}")
 
 
 def main(argv=None):
     arguments = parseArguments(argv)
+    arguments.reactor = list(dict.fromkeys(arguments.reactor))
     figures = arguments.only or list(FIGURES)
     try:
         source = findTools(arguments.tools)
