@@ -7,11 +7,17 @@ checked by cloud-init's schema.
 import glob
 import os
 import re
+import select
+import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from tests.realserver import LISTENING
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(CHECKOUT, "deploy")
@@ -90,6 +96,56 @@ class InstallTests(SynchronousTestCase):
         status, output = run(os.path.join(venv, "bin", "twistd"), "sockservice", "--help")
         self.assertEqual(status, 0, output)
         self.assertIn("--drain-timeout", output)
+        self.checkExecStart()
+
+    def checkExecStart(self):
+        """
+        The unit's ExecStart, with its default environment and the options
+        file's, runs the installed twistd under the directepoll reactor, and
+        it serves.
+        """
+        unit = os.path.join(self.root, UNITS, "sockservice.service")
+        with open(unit) as f:
+            text = f.read()
+        defaults = re.search(r"^Environment=(.*)$", text, re.M).group(1)
+        environment = dict(item.split("=", 1) for item in defaults.split())
+        with open(os.path.join(self.root, "etc", "sockservice", "sockservice.env")) as f:
+            environment.update(
+                line.split("=", 1) for line in f.read().splitlines()
+                if line and not line.startswith("#")
+            )
+        # Whatever mode an earlier step wrote into the options file.
+        environment.update(MODE="greet", PORT="0", INTERFACE="127.0.0.1")
+        command = re.search(r"^ExecStart=(.+)$", text, re.M).group(1)
+        command = re.sub(r"\$\{(\w+)\}", lambda m: environment[m.group(1)], command)
+        command = re.sub(r"\$(\w+)", lambda m: environment[m.group(1)], command)
+        argv = shlex.split(command)
+        argv[0] = self.root + argv[0]
+        self.assertEqual(argv[1:3], ["--reactor", "directepoll"])
+        server = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.root
+        )
+        self.addCleanup(server.stdout.close)
+        self.addCleanup(server.wait)
+        self.addCleanup(server.terminate)
+        output = b""
+        deadline = time.monotonic() + 30
+        while not LISTENING.search(output) and time.monotonic() < deadline:
+            if select.select([server.stdout], [], [], 1)[0]:
+                output += os.read(server.stdout.fileno(), 65536)
+        listening = LISTENING.search(output)
+        self.assertIsNotNone(listening, output)
+        self.assertIn(b"reactor class: sockservice.directepoll.DirectEPollReactor", output)
+        port = int(listening.group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"hello\n")
+            received = b""
+            while len(received) < 29:
+                chunk = client.recv(100)
+                if not chunk:
+                    break
+                received += chunk
+        self.assertEqual(received, b"connect\nInformation Received\n")
 
     def checkSocketActivated(self):
         self.assertVerified("sockservice.socket", "sockservice.service")
@@ -103,7 +159,8 @@ class InstallTests(SynchronousTestCase):
             os.path.join("systemd", "system", "sockservice.service"),
         )
         self.assertIn(
-            "\nExecStart=\nExecStart=/opt/sockservice/bin/twistd -n --pidfile= sockservice "
+            "\nExecStart=\nExecStart=/opt/sockservice/bin/twistd --reactor ${REACTOR} -n "
+            "--pidfile= sockservice "
             "--mode ${MODE} --listen systemd:domain=INET:name=sockservice $OPTIONS\n",
             output,
         )
