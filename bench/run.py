@@ -8,7 +8,7 @@ are compiled with C{gcc -O2} from C{../shared/tools} beside the checkout, or
 from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}.
 
     .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000]
-                                  [--reactor default directepoll ...]
+                                  [--reactor directepoll epoll ...]
                                   [--server-args '--max-line 1024'] [--only greet-1 ...]
 
 Each reactor named gets its own sockservice server, measured in the same
@@ -89,9 +89,9 @@ def parseArguments(argv):
     parser.add_argument("--tools", default=os.environ.get("SOCKSERVICE_TOOLS"),
                         help="directory holding loadgen.c and cbroker.c "
                              "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout)")
-    parser.add_argument("--reactor", nargs="+", default=["default", "directepoll"],
+    parser.add_argument("--reactor", nargs="+", default=["directepoll", "epoll"],
                         help="twistd --reactor for each sockservice server measured; "
-                             "'default' is twistd's own choice (default: default directepoll)")
+                             "'default' runs it without one (default: directepoll epoll)")
     parser.add_argument("--server-args", default="",
                         help="more sockservice options for the greet servers, e.g. '--max-line 1024'")
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES),

@@ -8,6 +8,9 @@ from collections import deque
 
 from twisted.internet.defer import maybeDeferred
 
+#: The default limit, in bytes.
+OUTBOX_LIMIT = 1 << 20
+
 
 class Outbox:
     """

@@ -19,10 +19,8 @@ from zope.interface import implementer
 
 from sockservice.envelope import pack, unpack
 from sockservice.hub import LocalHub
-from sockservice.outbox import Outbox
+from sockservice.outbox import OUTBOX_LIMIT, Outbox
 
-DEFAULT_CHANNEL = "sockservice:relay"
-OUTBOX_LIMIT = 1 << 20
 CONNECT_TIMEOUT = 10
 
 

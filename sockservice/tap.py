@@ -4,6 +4,7 @@ The twistd plugin's options and service: C{twistd -n sockservice ...}.
 
 import ipaddress
 import os
+import select
 import sys
 
 from twisted.application import service
@@ -11,6 +12,7 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
+from sockservice import directepoll
 from sockservice.auth import TokenGate
 from sockservice.collect import CollectFactory
 from sockservice.draining import DrainingService
@@ -20,12 +22,13 @@ from sockservice.hub import LocalHub
 from sockservice.limits import Limits, raiseOpenFileLimit
 from sockservice.listening import ListeningService
 from sockservice.notify import NotifyService
-from sockservice.redishub import DEFAULT_CHANNEL, OUTBOX_LIMIT, RedisHub, redisEndpoint
+from sockservice.outbox import OUTBOX_LIMIT
 from sockservice.redisurl import parseRedisURL
 from sockservice.relay import RelayFactory
 
 MODES = ("greet", "collect", "relay")
 DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
+DEFAULT_CHANNEL = "sockservice:relay"
 MODE_OPTIONS = {
     "ack": ("greet",),
     "count": ("collect",),
@@ -204,8 +207,7 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--listen replaces --port and --interface: give one or the other"
                 )
-            from twisted.internet import reactor
-
+            reactor = globalReactor()
             for description in self["listen"]:
                 try:
                     endpoints.serverFromString(reactor, description)
@@ -259,11 +261,29 @@ def makeHub(options, reactor):
     address = options["backplaneAddress"]
     if address is None:
         return LocalHub()
+    # Imported here, not with this module: txredisapi imports the global
+    # reactor, which would install the default one before globalReactor can
+    # choose.
+    from sockservice.redishub import RedisHub, redisEndpoint
+
     log = FoldingLog(Logger(namespace="sockservice.backplane"), reactor, budget=1, interval=10.0)
     return RedisHub(
         reactor, redisEndpoint(reactor, address), address, options["channel"], log,
         outboxLimit=options["backplane-outbox"],
     )
+
+
+def globalReactor():
+    """
+    The reactor to run on: the one C{twistd --reactor} installed while
+    parsing options, else L{directepoll} where Linux has epoll, else
+    Twisted's default.
+    """
+    if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):
+        directepoll.install()
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def makeService(options, reactor=None, environ=os.environ):
@@ -276,7 +296,7 @@ def makeService(options, reactor=None, environ=os.environ):
     first thing on stop.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = globalReactor()
     fitting = raiseOpenFileLimit(options["max-connections"])
     if fitting < options["max-connections"]:
         Logger().warn(

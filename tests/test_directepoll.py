@@ -1,6 +1,7 @@
 """
 The C{directepoll} reactor: Twisted's own reactor conformance tests run
-against it, failures it catches, and the real twistd serving with it.
+against it, failures it catches, and the real twistd serving on it by
+default.
 """
 
 from twisted.internet.defer import inlineCallbacks
@@ -158,19 +159,39 @@ class DispatchTests(SynchronousTestCase):
 
 
 class TwistdTests(TestCase):
+    """
+    Which reactor the real C{twistd -n sockservice} runs on.
+    """
+
     timeout = 30
 
     @inlineCallbacks
-    def test_greetUnderDirectEPoll(self):
-        """
-        C{twistd --reactor directepoll -n sockservice} serves the seed
-        exchange.
-        """
-        server = startTwistd(self, "--interface", "127.0.0.1", "--port", "0",
-                             reactorName="directepoll")
+    def assertServesOn(self, reactorClass, *args, reactorName=None):
+        server = startTwistd(self, *args, reactorName=reactorName)
         port = yield server.listening
         peer = yield connectPeer(self, port)
         peer.send(b"SOME DATA\nmore\r\n")
         ack = b"Information Received\n"
         self.assertEqual((yield peer.receive(8 + 2 * len(ack))), b"connect\n" + ack * 2)
-        self.assertIn(b"reactor class: sockservice.directepoll.DirectEPollReactor", server.output)
+        self.assertIn(f"reactor class: {reactorClass}.".encode(), server.output)
+
+    def test_directEPollByDefault(self):
+        return self.assertServesOn(REACTOR, "--interface", "127.0.0.1", "--port", "0")
+
+    def test_directEPollWithListen(self):
+        """
+        Checking C{--listen} endpoints while parsing options chooses the
+        reactor the same way.
+        """
+        return self.assertServesOn(REACTOR, "--listen", "tcp:0:interface=127.0.0.1")
+
+    def test_reactorOptionWins(self):
+        return self.assertServesOn(
+            "twisted.internet.epollreactor.EPollReactor",
+            "--interface", "127.0.0.1", "--port", "0", reactorName="epoll",
+        )
+
+    def test_namedDirectEPoll(self):
+        return self.assertServesOn(
+            REACTOR, "--interface", "127.0.0.1", "--port", "0", reactorName="directepoll"
+        )
