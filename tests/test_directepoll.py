@@ -4,7 +4,10 @@ against it, failures it catches, and the real twistd serving on it by
 default.
 """
 
+from select import EPOLLHUP, EPOLLIN, EPOLLOUT
+
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import ConnectionDone
 from twisted.internet.test import test_core, test_tcp, test_time, test_tls, test_unix
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -63,14 +66,24 @@ globals().update(
 
 class Selectable:
     """
-    A descriptor stand-in whose handling is recorded.
+    A descriptor stand-in: C{doRead} records the call, then raises
+    C{raises} or returns C{returns}.
     """
 
-    def __init__(self, prefix):
+    def __init__(self, prefix, handled, returns=None, raises=None):
         self.prefix = prefix
+        self.handled = handled
+        self.returns = returns
+        self.raises = raises
 
     def logPrefix(self):
         return self.prefix
+
+    def doRead(self):
+        self.handled.append(("doRead", self.prefix))
+        if self.raises is not None:
+            raise self.raises
+        return self.returns
 
 
 class FakePoller:
@@ -87,6 +100,7 @@ class DispatchTests(SynchronousTestCase):
         self.addCleanup(self.dismantle, self.reactor._poller, self.reactor._selectables)
         self.handled = []
         self.reactor._doReadOrWrite = self.handle
+        self.reactor._disconnectSelectable = self.disconnect
         self.logged = []
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
@@ -102,46 +116,91 @@ class DispatchTests(SynchronousTestCase):
         poller.close()
 
     def handle(self, selectable, fd, event):
-        self.handled.append((selectable.prefix, fd, event))
+        self.handled.append(("handle", selectable.prefix, fd, event))
         if selectable.prefix == "broken":
             raise ZeroDivisionError("handling failed")
+        if selectable.prefix == "interrupted":
+            raise KeyboardInterrupt()
 
-    def test_eachEventHandled(self):
-        """
-        Every ready descriptor still registered is handled once, in order;
-        an event for one no longer registered is skipped.
-        """
-        self.reactor._selectables = {7: Selectable("a"), 9: Selectable("b")}
-        self.reactor._poller = FakePoller([(9, 1), (8, 1), (7, 4)])
-        self.reactor.doPoll(0)
-        self.assertEqual(self.handled, [("b", 9, 1), ("a", 7, 4)])
+    def disconnect(self, selectable, why, inRead):
+        self.handled.append(("disconnect", selectable.prefix, why, inRead))
 
-    def test_failureLoggedWithPrefix(self):
+    def poll(self, *events):
         """
-        A failure out of handling one descriptor is logged under that
-        descriptor's log prefix, and the next descriptor is still handled.
+        Handle C{events}, pairs of a descriptor's prefix (L{None}: not
+        registered) and an event mask, as one poll returned them.
         """
-        self.reactor._selectables = {5: Selectable("broken"), 6: Selectable("fine")}
-        self.reactor._poller = FakePoller([(5, 1), (6, 1)])
+        self.reactor._selectables = {
+            fd: selectable for fd, (selectable, _) in enumerate(events) if selectable
+        }
+        self.reactor._poller = FakePoller([(fd, event) for fd, (_, event) in enumerate(events)])
         self.reactor.doPoll(0)
-        self.assertEqual(self.handled, [("broken", 5, 1), ("fine", 6, 1)])
+
+    def failuresLogged(self):
+        return [(e["log_system"], type(e["failure"].value)) for e in self.logged if e.get("isError")]
+
+    def test_readReadyRead(self):
+        """
+        A descriptor only readable is read at once; any other event goes to
+        C{_doReadOrWrite}; one no longer registered is skipped; in order.
+        """
+        self.poll(
+            (Selectable("a", self.handled), EPOLLIN),
+            (None, EPOLLIN),
+            (Selectable("b", self.handled), EPOLLOUT),
+            (Selectable("c", self.handled), EPOLLIN | EPOLLHUP),
+        )
+        self.assertEqual(
+            self.handled,
+            [("doRead", "a"), ("handle", "b", 2, EPOLLOUT), ("handle", "c", 3, EPOLLIN | EPOLLHUP)],
+        )
+
+    def test_readEndsConnection(self):
+        """
+        A read that returns why the connection ended disconnects it, as
+        ended while reading.
+        """
+        done = ConnectionDone()
+        self.poll((Selectable("a", self.handled, returns=done), EPOLLIN))
+        self.assertEqual(self.handled, [("doRead", "a"), ("disconnect", "a", done, True)])
+
+    def test_readFailure(self):
+        """
+        A read that raises is logged under the descriptor's log prefix and
+        disconnects it with the exception; the next descriptor is handled.
+        """
+        error = ZeroDivisionError("read failed")
+        self.poll(
+            (Selectable("a", self.handled, raises=error), EPOLLIN),
+            (Selectable("b", self.handled), EPOLLIN),
+        )
+        self.assertEqual(
+            self.handled, [("doRead", "a"), ("disconnect", "a", error, True), ("doRead", "b")]
+        )
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
-        failures = [e for e in self.logged if e.get("isError")]
-        self.assertEqual([e["log_system"] for e in failures], ["broken"])
-        self.assertIsInstance(failures[0]["failure"].value, ZeroDivisionError)
+        self.assertEqual(self.failuresLogged(), [("a", ZeroDivisionError)])
+
+    def test_handlingFailure(self):
+        """
+        A failure out of C{_doReadOrWrite} is logged under the descriptor's
+        log prefix, and the next descriptor is still handled.
+        """
+        self.poll(
+            (Selectable("broken", self.handled), EPOLLOUT),
+            (Selectable("b", self.handled), EPOLLIN),
+        )
+        self.assertEqual(self.handled, [("handle", "broken", 0, EPOLLOUT), ("doRead", "b")])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.failuresLogged(), [("broken", ZeroDivisionError)])
 
     def test_keyboardInterruptRaised(self):
         """
-        KeyboardInterrupt is not swallowed, as under the epoll reactor.
+        KeyboardInterrupt out of C{_doReadOrWrite} is not swallowed, as
+        under the epoll reactor.
         """
-
-        def interrupt(selectable, fd, event):
-            raise KeyboardInterrupt()
-
-        self.reactor._doReadOrWrite = interrupt
-        self.reactor._selectables = {5: Selectable("a")}
-        self.reactor._poller = FakePoller([(5, 1)])
-        self.assertRaises(KeyboardInterrupt, self.reactor.doPoll, 0)
+        self.assertRaises(
+            KeyboardInterrupt, self.poll, (Selectable("interrupted", self.handled), EPOLLOUT)
+        )
 
     def test_interruptedPoll(self):
         """
@@ -152,7 +211,7 @@ class DispatchTests(SynchronousTestCase):
             def poll(self, timeout, most):
                 raise InterruptedError()
 
-        self.reactor._selectables = {5: Selectable("a")}
+        self.reactor._selectables = {5: Selectable("a", self.handled)}
         self.reactor._poller = Interrupted()
         self.reactor.doPoll(None)
         self.assertEqual(self.handled, [])
