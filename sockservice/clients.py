@@ -8,7 +8,7 @@ their C{done} Deferred.
 from OpenSSL.SSL import Error as TLSError
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, INegotiated
 from twisted.internet.protocol import Protocol
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
@@ -210,26 +210,46 @@ class CollectClient(LineClient):
         LineClient.connectionLost(self, reason)
 
 
+@implementer(IHandshakeListener)
 class ChatClient(LineClient):
     """
     The relay client: shows every line relayed to it. The exchange ends
     well when this side closes (L{ChatInput} at the end of its input) and
     fails when the server closes first.
+
+    Over TLS it closes only once the handshake is done: Twisted aborts a TLS
+    connection closed before then with nothing written.
     """
+
+    awaiting = "TLS handshake"
 
     def __init__(self, output, clock, timeout):
         super().__init__(output, clock, timeout)
         self.leaving = False
+        self._handshaking = False
+
+    def connectionMade(self):
+        self._handshaking = INegotiated.providedBy(self.transport)
+
+    def handshakeCompleted(self):
+        self._handshaking = False
+        if self.leaving:
+            self.setTimeout(None)
+            self.transport.loseConnection()
 
     def lineReceived(self, line):
         self.show(line)
 
     def leave(self):
         """
-        Close this side once everything sent is flushed.
+        Close this side once everything sent is flushed (and, over TLS, the
+        handshake is done, which may take up to the timeout).
         """
         self.leaving = True
-        self.transport.loseConnection()
+        if self._handshaking:
+            self.setTimeout(self.timeout)
+        else:
+            self.transport.loseConnection()
 
     def closedProblem(self, reason):
         if not self.leaving and reason.check(ConnectionDone):

@@ -5,10 +5,12 @@ shown, and how each exchange ends.
 
 from OpenSSL import SSL
 from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.interfaces import INegotiated
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 
 from sockservice.clients import (
     ChatClient,
@@ -282,6 +284,44 @@ class ChatTests(ClientTestCase):
 
     def test_noTimeoutWhileChatting(self):
         self.assertFalse(self.clock.getDelayedCalls())
+
+
+class ChatOverTLSTests(ClientTestCase):
+    """
+    Leaving waits for the TLS handshake, which Twisted would otherwise
+    abort.
+    """
+
+    def setUp(self):
+        self.shown = []
+        self.clock = Clock()
+        self.client = ChatClient(self.shown.append, self.clock, 10)
+        self.transport = StringTransport(peerAddress=peerAddress())
+        directlyProvides(self.transport, INegotiated)
+        self.client.makeConnection(self.transport)
+
+    def test_leavesOnceHandshakeDone(self):
+        self.client.leave()
+        self.assertFalse(self.transport.disconnecting)
+        self.client.handshakeCompleted()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        disconnect(self.client)
+        self.assertIsNone(self.successResultOf(self.client.done))
+
+    def test_leavesAtOnceAfterHandshake(self):
+        self.client.handshakeCompleted()
+        self.client.leave()
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_handshakeNeverDone(self):
+        self.client.leave()
+        self.clock.advance(9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        disconnect(self.client)
+        self.assertFailed(self.client, "no TLS handshake within 10s")
 
 
 class TLSFailureTests(ClientTestCase):

@@ -68,6 +68,19 @@ class SecureCommandTests(CommandTestCase):
         self.assertEqual((yield chat.ended), 0, chat.errors)
 
     @inlineCallbacks
+    def test_chatWithEmptyInput(self):
+        """
+        A chat whose input ends at once still leaves cleanly: it waits for
+        the TLS handshake to close.
+        """
+        server = startTwistd(self, *self.listen, "--mode", "relay")
+        port = yield server.listening
+        chat = runClient(self, "chat", "-p", str(port), "--cafile", self.cert)
+        chat.transport.closeStdin()
+        self.assertEqual((yield chat.ended), 0, chat.errors)
+        self.assertEqual((chat.output, chat.errors), (b"", b""))
+
+    @inlineCallbacks
     def test_chatWithoutToken(self):
         server = startTwistd(self, *self.listen, "--mode", "relay", "--token-file", self.token)
         port = yield server.listening
