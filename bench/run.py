@@ -2,10 +2,11 @@
 Benchmark sockservice against the C reference server in one run.
 
 Starts the real C{twistd -n sockservice} in each mode and the C reference
-(cbroker) beside it, drives both with the C load generator (loadgen) on
+(cbroker) beside it, drives both with a C load generator (loadgen) on
 127.0.0.1, and prints each figure as a ratio to the reference. Both C tools
 are compiled with C{gcc -O2} from C{../shared/tools} beside the checkout, or
-from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}.
+from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}. Without them it uses its own
+load generator (bench/loadgen.c) and prints the figures without ratios.
 
     .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000]
                                   [--reactor directepoll epoll ...]
@@ -101,33 +102,41 @@ def parseArguments(argv):
 
 def findTools(tools):
     """
-    The directory holding loadgen.c and cbroker.c.
+    The C sources to build, by tool name: loadgen.c and cbroker.c from
+    C{tools}, which must hold both; else from ../shared/tools beside the
+    checkout when it holds both; else this directory's own loadgen.c and no
+    reference server.
     """
-    directory = Path(tools) if tools else REPO.parent / "shared" / "tools"
-    for name in ("loadgen.c", "cbroker.c"):
-        if not (directory / name).is_file():
-            raise BenchError(
-                f"no {name} in {directory}: pass --tools DIR or set SOCKSERVICE_TOOLS"
-            )
-    return directory
+    if tools:
+        directory = Path(tools)
+        for name in ("loadgen.c", "cbroker.c"):
+            if not (directory / name).is_file():
+                raise BenchError(
+                    f"no {name} in {directory}: pass --tools DIR or set SOCKSERVICE_TOOLS"
+                )
+    else:
+        directory = REPO.parent / "shared" / "tools"
+        if not all((directory / name).is_file() for name in ("loadgen.c", "cbroker.c")):
+            return {"loadgen": Path(__file__).resolve().parent / "loadgen.c"}
+    return {name: directory / f"{name}.c" for name in ("loadgen", "cbroker")}
 
 
-def compileTools(source, build):
+def compileTools(sources, build):
     """
-    Compile loadgen and cbroker with C{gcc -O2} into C{build}.
+    Compile each of C{sources} with C{gcc -O2} into C{build}.
     """
     compiler = os.environ.get("CC", "gcc")
     if shutil.which(compiler) is None:
         raise BenchError(f"{compiler} not found: install gcc (apt-get install -y gcc)")
     built = {}
-    for name in ("loadgen", "cbroker"):
+    for name, source in sources.items():
         output = build / name
         result = subprocess.run(
-            [compiler, "-O2", "-o", str(output), str(source / f"{name}.c")],
+            [compiler, "-O2", "-o", str(output), str(source)],
             capture_output=True, text=True,
         )
         if result.returncode:
-            raise BenchError(f"{compiler} failed on {name}.c: {result.stderr.strip()}")
+            raise BenchError(f"{compiler} failed on {source.name}: {result.stderr.strip()}")
         built[name] = str(output)
     return built
 
@@ -214,10 +223,16 @@ class Server:
 
 
 class Bench:
+    """
+    @ivar names: the servers measured: C{"C"} when the reference was built,
+        then one sockservice per reactor.
+    """
+
     def __init__(self, arguments, tools, workdir):
         self.arguments = arguments
         self.tools = tools
         self.workdir = workdir
+        self.names = (["C"] if "cbroker" in tools else []) + arguments.reactor
 
     def startC(self, mode):
         port = freePort()
@@ -242,11 +257,11 @@ class Bench:
 
     def startAll(self, mode):
         """
-        The C reference and one sockservice per reactor, by name.
+        Every server in L{names}, by name.
         """
         servers = {}
         try:
-            for name in ["C", *self.arguments.reactor]:
+            for name in self.names:
                 servers[name] = self.start(mode, name)
         except BaseException:
             for server in servers.values():
@@ -320,13 +335,14 @@ class Bench:
                     for name in self.arguments.reactor:
                         results[figure.name][name]["ratios"] = [
                             one[name]["value"] / one["C"]["value"] for one in rounds
-                            if "failed" not in one["C"] and "failed" not in one[name]]
+                            if "C" in one and "failed" not in one["C"]
+                            and "failed" not in one[name]]
             finally:
                 for server in servers.values():
                     server.stop()
         if IDLE.name in figures:
             results[IDLE.name] = {}
-            for name in ["C", *self.arguments.reactor]:
+            for name in self.names:
                 count = min(self.arguments.idle, C_CONNECTIONS) if name == "C" else self.arguments.idle
                 server = self.start("greet", name)
                 try:
@@ -399,7 +415,7 @@ def formatTable(results):
     ]
     for name, measured in results.items():
         figure = FIGURES[name]
-        c = measured["C"]
+        c = measured.get("C")
         for reactor, ours in measured.items():
             if reactor == "C":
                 continue
@@ -408,24 +424,32 @@ def formatTable(results):
 
 
 def _title(figure, ours, c):
-    if figure is IDLE and "count" in ours and "count" in c:
-        return f"{figure.title} ({ours['count']}; C {c['count']})"
+    if figure is IDLE and "count" in ours:
+        reference = f"; C {c['count']}" if c and "count" in c else ""
+        return f"{figure.title} ({ours['count']}{reference})"
     return figure.title
 
 
 def _row(figure, ours, c):
-    if "failed" in c or "failed" in ours:
-        failure = ours.get("failed") or "C: " + c["failed"]
+    """
+    A table row's cells after the reactor; C{c} is what the reference
+    measured, or L{None} without one.
+    """
+    failure = ours.get("failed") or (c and c.get("failed") and "C: " + c["failed"])
+    if failure:
         return f"failed: {failure} | | | | | |"
     if figure is IDLE:
-        ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
         target = f"<= {figure.target / 1024:g} KB"
     else:
-        ratio = f"{ours['value'] / c['value']:.2f}"
         target = f">= {figure.target:g}"
-    return (f"{_number(ours['value'], figure)} | {_number(c['value'], figure)} "
+    if c is None:
+        theirs = ratio = "-"
+    else:
+        theirs = _number(c["value"], figure)
+        ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
+    return (f"{_number(ours['value'], figure)} | {theirs} "
             f"| {ratio} | {_range(ours.get('ratios'))} | {target} "
-            f"| {_latency(ours)} | {_latency(c)}")
+            f"| {_latency(ours)} | {_latency(c or {})}")
 
 
 def main(argv=None):
@@ -444,6 +468,9 @@ def main(argv=None):
             workdir = Path(temporary)
             tools = compileTools(source, workdir)
             print(describeMachine(arguments), flush=True)
+            if "cbroker" not in tools:
+                print("no C reference (cbroker.c; see --tools): figures without ratios, "
+                      "load from bench/loadgen.c", flush=True)
             results = Bench(arguments, tools, workdir).run(figures)
     except BenchError as e:
         sys.stderr.write(f"bench/run.py: {e}\n")

@@ -6,6 +6,7 @@ round, and the table it prints. (Its figures come from running it.)
 import io
 import os
 import sys
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -31,7 +32,22 @@ class FindToolsTests(SynchronousTestCase):
         os.makedirs(directory)
         for name in ("loadgen.c", "cbroker.c"):
             open(os.path.join(directory, name), "w").close()
-        self.assertEqual(str(run.findTools(directory)), directory)
+        self.assertEqual(
+            run.findTools(directory),
+            {"loadgen": Path(directory, "loadgen.c"), "cbroker": Path(directory, "cbroker.c")},
+        )
+
+    def test_ownLoadgenWithoutShared(self):
+        """
+        With no ../shared/tools beside the checkout, the benchmark loads
+        with its own loadgen.c and runs no reference.
+        """
+        checkout = Path(self.mktemp(), "checkout")
+        checkout.mkdir(parents=True)
+        self.patch(run, "REPO", checkout)
+        self.assertEqual(
+            run.findTools(None), {"loadgen": Path(run.__file__).resolve().parent / "loadgen.c"}
+        )
 
     def test_mainWithoutTools(self):
         directory = self.mktemp()
@@ -87,5 +103,20 @@ class FormatTableTests(SynchronousTestCase):
                 "| failed: echoes=3 | | | | | | |",
                 "| memory per idle connection (5000; C 4000) | directepoll | 1.20 KB "
                 "| 4.00 KB | 0.30 |  | <= 2 KB |  |  |",
+            ],
+        )
+
+    def test_tableWithoutReference(self):
+        results = {
+            "greet-1": {"directepoll": {"value": 75000.0, "latency": (400, 900), "ratios": []}},
+            "idle": {"directepoll": {"value": 1228.8, "latency": None, "count": 5000}},
+        }
+        self.assertEqual(
+            run.formatTable(results).splitlines()[2:],
+            [
+                "| greet replies/s, 1 in flight | directepoll | 75,000 | - | - |  | >= 0.7 "
+                "| 400 / 900 |  |",
+                "| memory per idle connection (5000) | directepoll | 1.20 KB | - | - |  "
+                "| <= 2 KB |  |  |",
             ],
         )
