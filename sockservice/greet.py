@@ -2,7 +2,6 @@
 greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 """
 
-from sockservice.directwrite import writeNow
 from sockservice.lines import LineFactory, LineProtocol
 
 
@@ -32,7 +31,7 @@ class GreetProtocol(LineProtocol):
             # done, and pausing greet stops reading, which stalls the handshake.
             self.registerAsProducer()
         count = chunk.count(b"\n")
-        writeNow(self.transport, self.factory.ack * count)
+        self.send(self.factory.ack * count)
         self.factory.logMessages(self, chunk, count)
 
 

@@ -12,7 +12,6 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from sockservice import directepoll
 from sockservice.auth import TokenGate
 from sockservice.collect import CollectFactory
 from sockservice.draining import DrainingService
@@ -280,6 +279,9 @@ def globalReactor():
     Twisted's default.
     """
     if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):
+        # Imported only here: it needs epoll, which only Linux has.
+        from sockservice import directepoll
+
         directepoll.install()
     from twisted.internet import reactor
 

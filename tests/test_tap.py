@@ -3,6 +3,7 @@ The plugin's options and the service they build.
 """
 
 import io
+import subprocess
 import sys
 
 from twisted.application.service import IServiceMaker
@@ -203,6 +204,21 @@ class PluginTests(SynchronousTestCase):
         makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
         self.assertIn("sockservice", makers)
         self.assertIs(makers["sockservice"].options, Options)
+
+    def test_withoutEpoll(self):
+        """
+        Where there is no epoll (not Linux), the options still load and
+        parse, without the directepoll reactor.
+        """
+        done = subprocess.run(
+            [sys.executable, "-c",
+             "import select, sys; del select.epoll\n"
+             "from sockservice.tap import Options\n"
+             "Options().parseOptions(['--mode', 'relay'])\n"
+             "print(sorted(m for m in sys.modules if 'epoll' in m))"],
+            capture_output=True, text=True,
+        )
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (0, "[]\n", ""))
 
 
 class MakeServiceTests(SynchronousTestCase):
