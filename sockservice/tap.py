@@ -12,18 +12,18 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from sockservice.auth import TokenGate
-from sockservice.collect import CollectFactory
-from sockservice.draining import DrainingService
-from sockservice.foldinglog import FoldingLog
-from sockservice.greet import GreetFactory
-from sockservice.hub import LocalHub
-from sockservice.limits import Limits, raiseOpenFileLimit
-from sockservice.listening import ListeningService
-from sockservice.notify import NotifyService
-from sockservice.outbox import OUTBOX_LIMIT
-from sockservice.redisurl import parseRedisURL
-from sockservice.relay import RelayFactory
+from sockservice.wire.auth import TokenGate
+from sockservice.modes.collect import CollectFactory
+from sockservice.service.draining import DrainingService
+from sockservice.logs.folding import FoldingLog
+from sockservice.modes.greet import GreetFactory
+from sockservice.hubs.local import LocalHub
+from sockservice.wire.limits import Limits, raiseOpenFileLimit
+from sockservice.service.listening import ListeningService
+from sockservice.service.notify import NotifyService
+from sockservice.hubs.outbox import OUTBOX_LIMIT
+from sockservice.hubs.redisurl import parseRedisURL
+from sockservice.modes.relay import RelayFactory
 
 MODES = ("greet", "collect", "relay")
 DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
@@ -263,7 +263,7 @@ def makeHub(options, reactor):
     # Imported here, not with this module: txredisapi imports the global
     # reactor, which would install the default one before globalReactor can
     # choose.
-    from sockservice.redishub import RedisHub, redisEndpoint
+    from sockservice.hubs.redis import RedisHub, redisEndpoint
 
     log = FoldingLog(Logger(namespace="sockservice.backplane"), reactor, budget=1, interval=10.0)
     return RedisHub(
@@ -280,7 +280,7 @@ def globalReactor():
     """
     if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):
         # Imported only here: it needs epoll, which only Linux has.
-        from sockservice import directepoll
+        from sockservice.fastpath import directepoll
 
         directepoll.install()
     from twisted.internet import reactor

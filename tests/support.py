@@ -20,7 +20,7 @@ from twisted.logger import Logger, formatEvent
 
 from twisted.python.failure import Failure
 
-from sockservice.foldinglog import FoldingLog
+from sockservice.logs.folding import FoldingLog
 
 
 def peerAddress(port=5000):

@@ -7,9 +7,9 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.auth import TokenGate
-from sockservice.hub import LocalHub
-from sockservice.relay import RelayFactory
+from sockservice.wire.auth import TokenGate
+from sockservice.hubs.local import LocalHub
+from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
 

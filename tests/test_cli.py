@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sockservice.cli import Options, run, serverName
+from sockservice.client.cli import Options, run, serverName
 from tests.support import makeCertificate
 
 

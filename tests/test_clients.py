@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
-from sockservice.clients import (
+from sockservice.client.protocols import (
     ChatClient,
     ChatInput,
     CollectClient,

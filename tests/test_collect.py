@@ -6,7 +6,7 @@ and the connection count that ends the service.
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.collect import CollectFactory
+from sockservice.modes.collect import CollectFactory
 from tests.support import CapturedLog, connect, disconnect, peerAddress, received
 
 GREETING = "测试成功！\n".encode()

@@ -135,7 +135,7 @@ class InstallTests(SynchronousTestCase):
                 output += os.read(server.stdout.fileno(), 65536)
         listening = LISTENING.search(output)
         self.assertIsNotNone(listening, output)
-        self.assertIn(b"reactor class: sockservice.directepoll.DirectEPollReactor", output)
+        self.assertIn(b"reactor class: sockservice.fastpath.directepoll.DirectEPollReactor", output)
         port = int(listening.group(1))
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(b"hello\n")

@@ -12,10 +12,10 @@ from twisted.internet.test import test_core, test_tcp, test_time, test_tls, test
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sockservice.directepoll import DirectEPollReactor
+from sockservice.fastpath.directepoll import DirectEPollReactor
 from tests.realserver import connectPeer, startTwistd
 
-REACTOR = "sockservice.directepoll.DirectEPollReactor"
+REACTOR = "sockservice.fastpath.directepoll.DirectEPollReactor"
 
 
 def underDirectEPoll(*builders):

@@ -28,7 +28,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sockservice.directwrite import noDelay, writeNow
+from sockservice.fastpath.directwrite import noDelay, writeNow
 from tests.realserver import Peer, startTwistd
 
 BIG = bytes(range(256)) * 16384

@@ -7,10 +7,10 @@ from twisted.internet.error import ConnectionAborted
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.draining import DrainingService
-from sockservice.greet import GreetFactory
-from sockservice.hub import LocalHub
-from sockservice.relay import RelayFactory
+from sockservice.service.draining import DrainingService
+from sockservice.modes.greet import GreetFactory
+from sockservice.hubs.local import LocalHub
+from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, HalfClosingTransport, connect, disconnect, received
 
 ACK = b"Information Received\n"

@@ -5,7 +5,7 @@ The envelope one relay node publishes to the others.
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.envelope import Envelope, pack, unpack
+from sockservice.hubs.envelope import Envelope, pack, unpack
 
 NODE = b"0123456789abcdef"
 

@@ -4,7 +4,7 @@ greet mode on a string transport: the seed 000 exchange, byte for byte.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.greet import GreetFactory
+from sockservice.modes.greet import GreetFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
 ACK = b"Information Received\n"

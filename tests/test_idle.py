@@ -6,7 +6,7 @@ after its last line.
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.idle import IdleWatch
+from sockservice.wire.idle import IdleWatch
 
 
 class Peer:

@@ -8,11 +8,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.collect import CollectFactory
-from sockservice.greet import GreetFactory
-from sockservice.hub import LocalHub
-from sockservice.limits import Limits, raiseOpenFileLimit
-from sockservice.relay import RelayFactory
+from sockservice.modes.collect import CollectFactory
+from sockservice.modes.greet import GreetFactory
+from sockservice.hubs.local import LocalHub
+from sockservice.wire.limits import Limits, raiseOpenFileLimit
+from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
 ACK = b"Information Received\n"

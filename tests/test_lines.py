@@ -4,8 +4,8 @@ The line rules every mode shares: line endings and --max-line.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.greet import GreetFactory
-from sockservice.lines import stripLineEnding
+from sockservice.modes.greet import GreetFactory
+from sockservice.wire.lines import stripLineEnding
 from tests.support import CapturedLog, connect, received
 
 ACK = b"Information Received\n"

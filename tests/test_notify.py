@@ -13,9 +13,9 @@ from twisted.internet.testing import MemoryReactorClock, _FakePort
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.greet import GreetFactory
-from sockservice.listening import ListeningService
-from sockservice.notify import NotifyService, notifyAddress, sendNotification
+from sockservice.modes.greet import GreetFactory
+from sockservice.service.listening import ListeningService
+from sockservice.service.notify import NotifyService, notifyAddress, sendNotification
 from sockservice.tap import Options, makeService
 from tests.support import CapturedLog
 

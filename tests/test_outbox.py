@@ -7,7 +7,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from txredisapi import ConnectionError
 
-from sockservice.outbox import Outbox
+from sockservice.hubs.outbox import Outbox
 
 
 class Publisher:

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.auth import TokenGate
-from sockservice.collect import CollectFactory
-from sockservice.greet import GreetFactory
-from sockservice.hub import LocalHub
-from sockservice.limits import Limits
-from sockservice.relay import RelayFactory
+from sockservice.wire.auth import TokenGate
+from sockservice.modes.collect import CollectFactory
+from sockservice.modes.greet import GreetFactory
+from sockservice.hubs.local import LocalHub
+from sockservice.wire.limits import Limits
+from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
 MAX_LINE = 8

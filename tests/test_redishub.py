@@ -14,9 +14,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from sockservice.envelope import pack
-from sockservice.redishub import CONNECT_TIMEOUT, RedisHub
-from sockservice.redisurl import RedisAddress
+from sockservice.hubs.envelope import pack
+from sockservice.hubs.redis import CONNECT_TIMEOUT, RedisHub
+from sockservice.hubs.redisurl import RedisAddress
 from tests.support import CapturedLog, received
 from tests.test_relay import Member
 

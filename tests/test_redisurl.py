@@ -4,7 +4,7 @@ The --backplane URL.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.redisurl import RedisAddress, parseRedisURL
+from sockservice.hubs.redisurl import RedisAddress, parseRedisURL
 
 
 class ParseRedisURLTests(SynchronousTestCase):

@@ -6,8 +6,8 @@ byte, in order, never echoed.
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.hub import LocalHub
-from sockservice.relay import RelayFactory
+from sockservice.hubs.local import LocalHub
+from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
 

@@ -15,13 +15,13 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.collect import CollectFactory
-from sockservice.greet import GreetFactory
-from sockservice.hub import LocalHub
-from sockservice.listening import ListeningService
-from sockservice.redishub import RedisHub
-from sockservice.redisurl import RedisAddress
-from sockservice.relay import RelayFactory
+from sockservice.modes.collect import CollectFactory
+from sockservice.modes.greet import GreetFactory
+from sockservice.hubs.local import LocalHub
+from sockservice.service.listening import ListeningService
+from sockservice.hubs.redis import RedisHub
+from sockservice.hubs.redisurl import RedisAddress
+from sockservice.modes.relay import RelayFactory
 from sockservice import tap
 from sockservice.tap import Options, makeService
 from tests.support import connect, disconnect

@@ -5,5 +5,5 @@ sockservice = ServiceMaker(
     "sockservice", "sockservice.tap", "Line servers: greet, collect, relay.", "sockservice"
 )
 directepoll = Reactor(
-    "directepoll", "sockservice.directepoll", "epoll without a log context per event"
+    "directepoll", "sockservice.fastpath.directepoll", "epoll without a log context per event"
 )

@@ -9,7 +9,7 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from sockservice.addresses import describeAddress
+from sockservice.wire.addresses import describeAddress
 
 
 def _reason(failure):

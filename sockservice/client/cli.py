@@ -12,8 +12,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
 
 from sockservice import __version__
-from sockservice.auth import TokenGate
-from sockservice.clients import (
+from sockservice.wire.auth import TokenGate
+from sockservice.client.protocols import (
     ChatClient,
     ChatInput,
     CollectClient,

@@ -6,7 +6,7 @@ connections stop listening, and finish once the last one has closed.
 
 from twisted.internet.defer import Deferred
 
-from sockservice.lines import LineFactory, LineProtocol
+from sockservice.wire.lines import LineFactory, LineProtocol
 
 
 class CollectProtocol(LineProtocol):

@@ -2,7 +2,7 @@
 greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 """
 
-from sockservice.lines import LineFactory, LineProtocol
+from sockservice.wire.lines import LineFactory, LineProtocol
 
 
 class GreetProtocol(LineProtocol):

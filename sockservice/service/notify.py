@@ -11,7 +11,7 @@ from twisted.application import service
 from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 
-from sockservice.addresses import describeAddress
+from sockservice.wire.addresses import describeAddress
 
 
 def notifyAddress(environ):
@@ -42,7 +42,7 @@ class NotifyService(service.Service):
     stopping; does nothing without NOTIFY_SOCKET. Add it after the listeners
     so it starts after them and stops before them.
 
-    @ivar listeners: L{sockservice.listening.ListeningService}s.
+    @ivar listeners: L{sockservice.service.listening.ListeningService}s.
     """
 
     log = Logger()

@@ -5,7 +5,7 @@ match before it may send or receive anything.
 
 import hmac
 
-from sockservice.lines import stripLineEnding
+from sockservice.wire.lines import stripLineEnding
 
 UNAUTHORIZED = b"ERROR unauthorized\n"
 

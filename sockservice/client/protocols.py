@@ -14,7 +14,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from sockservice.lines import LINE_TOO_LONG, stripLineEnding
+from sockservice.wire.lines import LINE_TOO_LONG, stripLineEnding
 
 
 class ExchangeFailed(Exception):

@@ -7,9 +7,9 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.basic import LineReceiver
 
-from sockservice.addresses import describeAddress
-from sockservice.directwrite import noDelay, writeNow
-from sockservice.limits import Limits, RefusedProtocol, cancelAbort
+from sockservice.wire.addresses import describeAddress
+from sockservice.fastpath.directwrite import noDelay, writeNow
+from sockservice.wire.limits import Limits, RefusedProtocol, cancelAbort
 
 LINE_TOO_LONG = b"ERROR line too long\n"
 IDLE_TIMEOUT = b"ERROR idle timeout\n"

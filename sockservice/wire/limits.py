@@ -9,8 +9,8 @@ from collections import Counter
 
 from twisted.internet import protocol
 
-from sockservice.addresses import describeAddress
-from sockservice.idle import IdleWatch
+from sockservice.wire.addresses import describeAddress
+from sockservice.wire.idle import IdleWatch
 
 SERVER_FULL = b"ERROR server full\n"
 SPARE_FILES = 64

@@ -3,8 +3,8 @@ relay mode (seed 002's goal: A and B talk through S): every line from one
 client goes, byte for byte, to every other client; never back to the sender.
 """
 
-from sockservice.auth import UNAUTHORIZED
-from sockservice.lines import LineFactory, LineProtocol
+from sockservice.wire.auth import UNAUTHORIZED
+from sockservice.wire.lines import LineFactory, LineProtocol
 
 TOO_SLOW = b"ERROR too slow\n"
 

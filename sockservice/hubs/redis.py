@@ -17,16 +17,16 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from zope.interface import implementer
 
-from sockservice.envelope import pack, unpack
-from sockservice.hub import LocalHub
-from sockservice.outbox import OUTBOX_LIMIT, Outbox
+from sockservice.hubs.envelope import pack, unpack
+from sockservice.hubs.local import LocalHub
+from sockservice.hubs.outbox import OUTBOX_LIMIT, Outbox
 
 CONNECT_TIMEOUT = 10
 
 
 def redisEndpoint(reactor, address):
     """
-    The client endpoint for a L{sockservice.redisurl.RedisAddress}.
+    The client endpoint for a L{sockservice.hubs.redisurl.RedisAddress}.
     """
     endpoint = endpoints.HostnameEndpoint(
         reactor, address.host, address.port, timeout=CONNECT_TIMEOUT

@@ -1,0 +1,3 @@
+"""
+The client side: protocols for each server and the C{sockservice} command.
+"""

@@ -1,0 +1,3 @@
+"""
+Logging that never becomes the bottleneck.
+"""

@@ -1,0 +1,3 @@
+"""
+The three servers: greet, collect and relay, each a protocol and its factory.
+"""

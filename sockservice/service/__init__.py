@@ -1,0 +1,3 @@
+"""
+Lifecycles: listening, readiness for systemd, and the graceful stop.
+"""
