@@ -12,18 +12,19 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from sockservice.wire.auth import TokenGate
-from sockservice.modes.collect import CollectFactory
-from sockservice.service.draining import DrainingService
-from sockservice.logs.folding import FoldingLog
-from sockservice.modes.greet import GreetFactory
+from sockservice.commandline import OneLineUsageErrors, wholeNumber
 from sockservice.hubs.local import LocalHub
-from sockservice.wire.limits import Limits, raiseOpenFileLimit
-from sockservice.service.listening import ListeningService
-from sockservice.service.notify import NotifyService
 from sockservice.hubs.outbox import OUTBOX_LIMIT
 from sockservice.hubs.redisurl import parseRedisURL
+from sockservice.logs.folding import FoldingLog
+from sockservice.modes.collect import CollectFactory
+from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
+from sockservice.service.draining import DrainingService
+from sockservice.service.listening import ListeningService
+from sockservice.service.notify import NotifyService
+from sockservice.wire.auth import TokenGate
+from sockservice.wire.limits import Limits, raiseOpenFileLimit
 
 MODES = ("greet", "collect", "relay")
 DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
@@ -40,26 +41,6 @@ MODE_OPTIONS = {
 }
 
 
-def wholeNumber(name, low, high=None):
-    """
-    An option coercer accepting whole numbers in [low, high], naming the
-    option in its error.
-    """
-
-    def coerce(value):
-        try:
-            number = int(value)
-        except ValueError:
-            number = None
-        if number is None or number < low or (high is not None and number > high):
-            bound = f"from {low} to {high}" if high is not None else f"of {low} or more"
-            raise ValueError(f"--{name} must be a whole number {bound}, not {value!r}")
-        return number
-
-    coerce.coerceDoc = f"({low}-{high})" if high is not None else f"({low} or more)"
-    return coerce
-
-
 def _lineText(name, value):
     """
     Encode a greeting or ack as one UTF-8 line (with its LF).
@@ -72,7 +53,7 @@ def _lineText(name, value):
         raise usage.UsageError(f"--{name} is not valid UTF-8 text") from None
 
 
-class Options(usage.Options):
+class Options(OneLineUsageErrors):
     """
     C{twistd sockservice} options. Usage errors end the command with one line
     on stderr and exit status 2, never a traceback.
@@ -138,15 +119,8 @@ class Options(usage.Options):
         """Endpoint to listen on (tcp:, tcp6:, ssl:, unix:, systemd:); may repeat; replaces --port and --interface."""
         self["listen"].append(description)
 
-    def parseOptions(self, options=None):
-        try:
-            usage.Options.parseOptions(self, options)
-        except usage.UsageError as e:
-            problem = str(e).removeprefix("Parameter type enforcement failed: ")
-            sys.stderr.write(
-                f"twistd sockservice: {problem} (see twistd sockservice --help)\n"
-            )
-            raise SystemExit(2)
+    def commandName(self):
+        return "twistd sockservice"
 
     def postOptions(self):
         mode = self["mode"]

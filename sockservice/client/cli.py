@@ -12,7 +12,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
 
 from sockservice import __version__
-from sockservice.wire.auth import TokenGate
 from sockservice.client.protocols import (
     ChatClient,
     ChatInput,
@@ -21,7 +20,8 @@ from sockservice.client.protocols import (
     GreetClient,
     SendClient,
 )
-from sockservice.tap import wholeNumber
+from sockservice.commandline import OneLineUsageErrors, wholeNumber
+from sockservice.wire.auth import TokenGate
 
 
 def _seconds(value):
@@ -188,7 +188,7 @@ class ChatOptions(ClientOptions):
             yield terminal.closed
 
 
-class Options(_Options):
+class Options(OneLineUsageErrors, _Options):
     """
     C{sockservice COMMAND [options]}. Usage errors end the command with one
     line on stderr and exit status 2, never a traceback.
@@ -206,14 +206,8 @@ class Options(_Options):
     def getSynopsis(self):
         return "Usage: sockservice" + ("" if self.subCommand else " COMMAND [options]")
 
-    def parseOptions(self, options=None):
-        try:
-            usage.Options.parseOptions(self, options)
-        except usage.UsageError as e:
-            problem = str(e).removeprefix("Parameter type enforcement failed: ")
-            command = " ".join(filter(None, ["sockservice", self.subCommand]))
-            sys.stderr.write(f"{command}: {problem} (see {command} --help)\n")
-            raise SystemExit(2)
+    def commandName(self):
+        return " ".join(filter(None, ["sockservice", self.subCommand]))
 
     def postOptions(self):
         if self.subCommand is None:
