@@ -23,6 +23,7 @@ from sockservice.modes.relay import RelayFactory
 from sockservice.service.draining import DrainingService
 from sockservice.service.listening import ListeningService
 from sockservice.service.notify import NotifyService
+from sockservice.web.websocket import WebSocketService, parseOrigin
 from sockservice.wire.auth import TokenGate
 from sockservice.wire.limits import Limits, raiseOpenFileLimit
 
@@ -114,10 +115,20 @@ class Options(OneLineUsageErrors):
     def __init__(self):
         usage.Options.__init__(self)
         self["listen"] = []
+        self["websocket"] = []
+        self["websocket-origin"] = []
 
     def opt_listen(self, description):
         """Endpoint to listen on (tcp:, tcp6:, ssl:, unix:, systemd:); may repeat; replaces --port and --interface."""
         self["listen"].append(description)
+
+    def opt_websocket(self, description):
+        """Endpoint serving the browser chat page and WebSocket (ssl: for wss); may repeat."""
+        self["websocket"].append(description)
+
+    def opt_websocket_origin(self, origin):
+        """Origin (https://host[:port]) whose pages may use --websocket; may repeat [default: the page's own]."""
+        self["websocket-origin"].append(origin)
 
     def commandName(self):
         return "twistd sockservice"
@@ -149,6 +160,7 @@ class Options(OneLineUsageErrors):
         self["greetingLine"] = _lineText("greeting", greeting) if greeting else b""
         self["ackLine"] = _lineText("ack", self["ack"])
         self["endpoints"] = self._endpoints()
+        self._websockets()
         self["backplaneAddress"] = self._backplane()
 
     def _backplane(self):
@@ -174,20 +186,24 @@ class Options(OneLineUsageErrors):
                 ) from None
         return address
 
+    def _websockets(self):
+        try:
+            self["websocket-origin"] = [parseOrigin(o) for o in self["websocket-origin"]]
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if self["websocket-origin"] and not self["websocket"]:
+            raise usage.UsageError("--websocket-origin applies only with --websocket")
+        for description in self["websocket"]:
+            _checkEndpoint("websocket", description)
+
     def _endpoints(self):
         if self["listen"]:
             if self["port"] is not None or self["interface"] is not None:
                 raise usage.UsageError(
                     "--listen replaces --port and --interface: give one or the other"
                 )
-            reactor = globalReactor()
             for description in self["listen"]:
-                try:
-                    endpoints.serverFromString(reactor, description)
-                except Exception as e:
-                    raise usage.UsageError(
-                        f"--listen {description!r} is not a usable endpoint: {e}"
-                    ) from None
+                _checkEndpoint("listen", description)
             return list(self["listen"])
         port = 12345 if self["port"] is None else self["port"]
         interface = self["interface"] or "0.0.0.0"
@@ -198,6 +214,18 @@ class Options(OneLineUsageErrors):
                 f"--interface must be an IP address, not {interface!r}"
             ) from None
         return [f"tcp:{port}:interface={endpoints.quoteStringArgument(interface)}"]
+
+
+def _checkEndpoint(option, description):
+    """
+    Raise a one-line usage error unless C{description} is a server endpoint.
+    """
+    try:
+        endpoints.serverFromString(globalReactor(), description)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--{option} {description!r} is not a usable endpoint: {e}"
+        ) from None
 
 
 def makeFactory(options, reactor):
@@ -292,6 +320,12 @@ def makeService(options, reactor=None, environ=os.environ):
         listener = ListeningService(endpoint, description, factory)
         listener.setServiceParent(top)
         listeners.append(listener)
+    websockets = WebSocketService(
+        reactor, factory, options["websocket"], options["websocket-origin"],
+        tokenRequired=options["gate"] is not None,
+    )
+    websockets.setServiceParent(top)
+    listeners.extend(websockets.listeners)
     NotifyService(listeners, environ).setServiceParent(top)
     if options["mode"] == "collect":
         factory.allAccepted.addCallback(

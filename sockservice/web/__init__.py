@@ -1,0 +1,1 @@
+"""The HTTP side of the service: the browser chat page and its WebSocket."""

@@ -1,0 +1,352 @@
+"""
+Browsers as clients of every mode: an HTTP listener that serves the chat page
+at C{/} and WebSocket (RFC 6455) at C{/ws}.
+
+A WebSocket connection is not a new protocol: it carries the mode's own
+protocol, built by the same factory as the TCP connections (so the limits,
+the connection counts, collect's count and relay's hub are shared), behind
+L{LineBridge}, a transport that turns each browser message into a line and
+each line written into a message.
+
+Framing is Twisted's own L{twisted.web.websocket} (wsproto underneath). It
+leans on two of that module's internals, both for one bound: Twisted gathers
+a message's frames in the connection's C{_textBuffer}/C{_bytesBuffer} with no
+limit, so L{LineBridge} reads their size after each read (it takes over the
+HTTP channel's C{dataReceived} as Twisted's upgrade does) and refuses a
+message as soon as it has more than C{--max-line} bytes, as TCP refuses a
+line.
+tests/test_websocket.py checks that bound on Twisted's own code.
+"""
+
+from importlib import resources
+from urllib.parse import urlsplit
+
+from twisted.application import service
+from twisted.internet import endpoints, interfaces
+from twisted.internet.task import LoopingCall
+from twisted.web import resource, server, static
+from twisted.web.websocket import WebSocketResource
+from zope.interface import implementer
+
+from sockservice.modes.relay import TOO_SLOW
+from sockservice.service.listening import ListeningService
+from sockservice.wire.auth import UNAUTHORIZED
+from sockservice.wire.addresses import describeAddress
+from sockservice.wire.limits import SERVER_FULL, cancelAbort
+from sockservice.wire.lines import IDLE_TIMEOUT, LINE_TOO_LONG
+
+NORMAL = 1000
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+TOO_BIG = 1009
+TRY_AGAIN_LATER = 1013
+
+#: The close code each ERROR line implies, when it is the last line sent.
+CLOSE_CODES = {
+    LINE_TOO_LONG: TOO_BIG,
+    IDLE_TIMEOUT: NORMAL,
+    SERVER_FULL: TRY_AGAIN_LATER,
+    TOO_SLOW: POLICY_VIOLATION,
+    UNAUTHORIZED: POLICY_VIOLATION,
+}
+
+KEEPALIVE = 30.0
+HTTP_TIMEOUT = 30
+
+
+@implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
+class LineBridge:
+    """
+    One WebSocket connection, seen by a mode's protocol as its byte-stream
+    transport: a browser message is a line (a message with LFs in it is
+    several), and every line the protocol writes goes out as one message
+    without its line ending (text when it is UTF-8, else binary).
+
+    Closing maps to close frames: C{loseConnection} sends the code that the
+    last line written implies (L{CLOSE_CODES}: 1009 after C{ERROR line too
+    long}, ...), C{loseWriteConnection} (a graceful stop) sends 1001 "going
+    away". Back-pressure is the HTTP request's: a registered producer is
+    paused while the socket's write buffer is full, and pausing this
+    transport stops reading from the socket.
+
+    @ivar protocol: the mode's protocol, once the upgrade is done.
+    @ivar socket: Twisted's WebSocket transport.
+    """
+
+    protocol = None
+    socket = None
+    _abort = None
+    _lastLine = b""
+
+    def __init__(self, sockets, request):
+        self.sockets = sockets
+        self.request = request
+        self._partial = b""
+
+    # The WebSocket side (twisted.web.websocket.WebSocketProtocol).
+
+    def negotiationStarted(self, socket):
+        self.socket = socket
+
+    def negotiationFinished(self):
+        proto = self.sockets.factory.buildProtocol(self.getPeer())
+        if proto is None:
+            # collect has served its count; its listeners are stopping.
+            self.socket.loseConnection(TRY_AGAIN_LATER)
+            return
+        self.protocol = proto
+        channel = self.request.channel
+        self._wireReceived = channel.dataReceived
+        channel.dataReceived = self._rawDataReceived
+        self.sockets.bridges.add(self)
+        proto.makeConnection(self)
+
+    def _rawDataReceived(self, data):
+        if self.disconnecting:
+            return
+        self._wireReceived(data)
+        # Twisted's internals (see the module docstring): the message so far.
+        pending = self.socket._textBuffer.data or self.socket._bytesBuffer.data
+        if len(pending) > self.sockets.factory.maxLine and not self.disconnecting:
+            self._refuseLongMessage()
+
+    def textMessageReceived(self, text):
+        self.bytesMessageReceived(text.encode("utf-8"))
+
+    def bytesMessageReceived(self, data):
+        if len(data) > self.sockets.factory.maxLine:
+            self._refuseLongMessage()
+        else:
+            self.protocol.dataReceived(bytes(data) + b"\n")
+
+    def _refuseLongMessage(self):
+        """
+        A message may carry C{--max-line} bytes, like a line (its LFs
+        included): past that, C{ERROR line too long} and close 1009, even
+        before the rest of it arrives.
+        """
+        factory = self.sockets.factory
+        self.write(LINE_TOO_LONG)
+        factory.log.warn(
+            "refused", "message too long from {peer} (over {maxLine} bytes): closing",
+            peer=describeAddress(self.getPeer()), maxLine=factory.maxLine,
+        )
+        self._abort = factory.limits.close(self)
+
+    def pongReceived(self, payload):
+        """
+        An answered keep-alive ping is activity, for the idle timeout.
+        """
+        idle = self.sockets.factory.limits.idle
+        if idle is not None and self.protocol is not None:
+            idle.touch(self.protocol)
+
+    def connectionLost(self, reason):
+        cancelAbort(self._abort)
+        self.sockets.bridges.discard(self)
+        if self.protocol is not None:
+            self.protocol.connectionLost(reason)
+
+    def ping(self):
+        if not self.disconnecting:
+            self.socket.ping(b"")
+
+    # The mode protocol's side (ITransport and the rest it uses).
+
+    @property
+    def disconnecting(self):
+        return self.request.transport.disconnecting
+
+    @property
+    def connected(self):
+        return not self.disconnecting
+
+    def write(self, data):
+        if self.disconnecting:
+            return
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        send = self._send
+        for line in lines:
+            send(line[:-1] if line.endswith(b"\r") else line)
+        if lines:
+            self._lastLine = lines[-1]
+
+    def _send(self, line):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.socket.sendBytesMessage(line)
+        else:
+            self.socket.sendTextMessage(text)
+
+    def writeSequence(self, data):
+        self.write(b"".join(data))
+
+    def loseConnection(self):
+        self._close(CLOSE_CODES.get(self._lastLine + b"\n", NORMAL))
+
+    def loseWriteConnection(self):
+        """
+        Stop sending (a graceful stop): "going away" after what is queued.
+        """
+        self._close(GOING_AWAY)
+
+    def _close(self, code):
+        if not self.disconnecting:
+            self.socket.loseConnection(code)
+
+    def abortConnection(self):
+        self.request.transport.abortConnection()
+
+    def getPeer(self):
+        return self.request.getClientAddress()
+
+    def getHost(self):
+        return self.request.getHost()
+
+    def registerProducer(self, producer, streaming):
+        self.request.registerProducer(producer, streaming)
+
+    def unregisterProducer(self):
+        self.request.unregisterProducer()
+
+    def pauseProducing(self):
+        self.request.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.request.transport.resumeProducing()
+
+    def stopProducing(self):
+        self.request.transport.stopProducing()
+
+
+class LineSockets(service.Service):
+    """
+    The WebSocket side of one mode factory: a L{LineBridge} for each
+    connection, and a keep-alive ping to all of them every C{keepAlive}
+    seconds so that proxies do not cut idle browsers (one timer for all).
+
+    @ivar factory: the mode's factory.
+    @ivar bridges: the open connections.
+    """
+
+    def __init__(self, factory, clock, keepAlive=KEEPALIVE):
+        self.factory = factory
+        self.bridges = set()
+        self._pinging = LoopingCall(self._ping)
+        self._pinging.clock = clock
+        self.keepAlive = keepAlive
+
+    def buildProtocol(self, request):
+        return LineBridge(self, request)
+
+    def startService(self):
+        service.Service.startService(self)
+        self._pinging.start(self.keepAlive, now=False)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self._pinging.stop()
+
+    def _ping(self):
+        for bridge in list(self.bridges):
+            bridge.ping()
+
+
+def parseOrigin(text):
+    """
+    The origin C{scheme://host[:port]} in the form browsers send it.
+
+    @raise ValueError: saying why C{text} is no origin.
+    """
+    try:
+        url = urlsplit(text)
+        url.port
+    except ValueError:
+        url = None
+    if (
+        url is None or url.scheme not in ("http", "https") or not url.hostname
+        or url.path or url.query or url.fragment or url.username is not None
+    ):
+        raise ValueError(
+            f"--websocket-origin {text!r} is not an origin like https://chat.example.com"
+        )
+    return f"{url.scheme}://{url.netloc}".lower()
+
+
+class OriginCheckedResource(WebSocketResource):
+    """
+    C{/ws}: upgrades requests from the allowed origins and answers others
+    with 403, so another site's page cannot join for its visitors. With no
+    origins given, the page's own is allowed: an Origin whose host (and
+    port) is the request's Host, whatever the scheme, so a TLS-terminating
+    proxy in front changes nothing. Clients that send no Origin (not
+    browsers) are let in.
+    """
+
+    def __init__(self, sockets, origins=()):
+        super().__init__(sockets)
+        self.origins = frozenset(origins)
+
+    def allowed(self, origin, host):
+        if self.origins:
+            return origin.lower() in self.origins
+        return host is not None and urlsplit(origin.lower()).netloc == host.lower()
+
+    def render_GET(self, request):
+        origin = request.getHeader("origin")
+        if origin is not None and not self.allowed(origin, request.getHeader("host")):
+            request.setResponseCode(403)
+            request.setHeader("content-type", "text/plain")
+            return b"origin not allowed\n"
+        return super().render_GET(request)
+
+
+def chatPage(mode, tokenRequired):
+    """
+    The chat page (one file: HTML, CSS and JS) for C{mode}, with the token
+    field shown when the server wants a token.
+    """
+    page = resources.files(__package__).joinpath("page", "chat.html").read_bytes()
+    page = page.replace(b"{{mode}}", mode.encode("ascii"))
+    page = page.replace(b"{{token}}", b"required" if tokenRequired else b"none")
+    return static.Data(page, "text/html; charset=utf-8")
+
+
+class ChatSite(server.Site):
+    """
+    The page and the socket on one listener.
+
+    @ivar mode: what its listener is logged as serving.
+    """
+
+    noisy = False
+
+    def __init__(self, sockets, origins, tokenRequired):
+        root = resource.Resource()
+        root.putChild(b"", chatPage(sockets.factory.mode, tokenRequired))
+        root.putChild(b"ws", OriginCheckedResource(sockets, origins))
+        super().__init__(root, timeout=HTTP_TIMEOUT)
+        self.mode = f"{sockets.factory.mode} (WebSocket)"
+
+
+class WebSocketService(service.MultiService):
+    """
+    Listens with a L{ChatSite} on each endpoint description and keeps the
+    sockets alive.
+
+    @ivar listeners: a L{ListeningService} per endpoint.
+    """
+
+    def __init__(self, reactor, factory, descriptions, origins=(), tokenRequired=False):
+        super().__init__()
+        sockets = LineSockets(factory, reactor)
+        sockets.setServiceParent(self)
+        site = ChatSite(sockets, origins, tokenRequired)
+        self.listeners = []
+        for description in descriptions:
+            endpoint = endpoints.serverFromString(reactor, description)
+            listener = ListeningService(endpoint, description, site)
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
