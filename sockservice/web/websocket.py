@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from twisted.application import service
 from twisted.internet import endpoints, interfaces
 from twisted.internet.task import LoopingCall
-from twisted.web import resource, server, static
+from twisted.web import resource, server
 from twisted.web.websocket import WebSocketResource
 from zope.interface import implementer
 
@@ -303,31 +303,42 @@ class OriginCheckedResource(WebSocketResource):
         return super().render_GET(request)
 
 
-def chatPage(mode, tokenRequired):
+class ChatPage(resource.Resource):
     """
-    The chat page (one file: HTML, CSS and JS) for C{mode}, with the token
-    field shown when the server wants a token.
+    C{/}: the chat page (one file of HTML, CSS and JS, in the package) for
+    C{mode}, with the token field shown when the server wants a token.
     """
-    page = resources.files(__package__).joinpath("page", "chat.html").read_bytes()
-    page = page.replace(b"{{mode}}", mode.encode("ascii"))
-    page = page.replace(b"{{token}}", b"required" if tokenRequired else b"none")
-    return static.Data(page, "text/html; charset=utf-8")
+
+    isLeaf = True
+
+    def __init__(self, mode, tokenRequired):
+        super().__init__()
+        page = resources.files(__package__).joinpath("page", "chat.html").read_bytes()
+        page = page.replace(b"{{mode}}", mode.encode("ascii"))
+        self.page = page.replace(b"{{token}}", b"required" if tokenRequired else b"none")
+
+    def render_GET(self, request):
+        request.setHeader("content-type", "text/html; charset=utf-8")
+        request.setHeader("cache-control", "no-cache")
+        return self.page
 
 
 class ChatSite(server.Site):
     """
-    The page and the socket on one listener.
+    The page and the socket on one listener. An HTTP request (before any
+    upgrade) has L{HTTP_TIMEOUT} seconds to arrive, within Twisted's bounds
+    on header size.
 
     @ivar mode: what its listener is logged as serving.
     """
 
     noisy = False
 
-    def __init__(self, sockets, origins, tokenRequired):
+    def __init__(self, reactor, sockets, origins=(), tokenRequired=False):
         root = resource.Resource()
-        root.putChild(b"", chatPage(sockets.factory.mode, tokenRequired))
+        root.putChild(b"", ChatPage(sockets.factory.mode, tokenRequired))
         root.putChild(b"ws", OriginCheckedResource(sockets, origins))
-        super().__init__(root, timeout=HTTP_TIMEOUT)
+        super().__init__(root, timeout=HTTP_TIMEOUT, reactor=reactor)
         self.mode = f"{sockets.factory.mode} (WebSocket)"
 
 
@@ -343,7 +354,7 @@ class WebSocketService(service.MultiService):
         super().__init__()
         sockets = LineSockets(factory, reactor)
         sockets.setServiceParent(self)
-        site = ChatSite(sockets, origins, tokenRequired)
+        site = ChatSite(reactor, sockets, origins, tokenRequired)
         self.listeners = []
         for description in descriptions:
             endpoint = endpoints.serverFromString(reactor, description)

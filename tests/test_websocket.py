@@ -1,0 +1,419 @@
+"""
+The WebSocket listener on string transports: Twisted's own HTTP channel and
+WebSocket code serve, wsproto's client side frames and reads, and the mode
+factories are the ones TCP uses.
+"""
+
+import io
+import sys
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, RejectData,
+    Request, TextMessage,
+)
+
+from sockservice.hubs.local import LocalHub
+from sockservice.modes.collect import CollectFactory
+from sockservice.modes.greet import GreetFactory
+from sockservice.modes.relay import RelayFactory
+from sockservice.service.draining import DrainingService
+from sockservice.tap import Options
+from sockservice.wire.auth import TokenGate
+from sockservice.wire.limits import Limits
+from sockservice.web.websocket import ChatSite, LineSockets, parseOrigin
+from tests.support import CapturedLog, connect, received
+
+HOST = IPv4Address("TCP", "127.0.0.1", 8080)
+
+
+class Browser:
+    """
+    A WebSocket client (wsproto's client side) on a string transport,
+    connected to a L{ChatSite}'s HTTP channel.
+    """
+
+    def __init__(self, site, port=5000, origin=None, target="/ws", host="127.0.0.1:8080"):
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", port), hostAddress=HOST
+        )
+        self.channel = site.buildProtocol(self.transport.getPeer())
+        self.channel.makeConnection(self.transport)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        headers = [] if origin is None else [("Origin", origin)]
+        self.events = []
+        self._messages = []
+        self.channel.dataReceived(
+            self.ws.send(Request(host=host, target=target, extra_headers=headers))
+        )
+        self._receive()
+
+    def _receive(self):
+        self.ws.receive_data(received(self.transport))
+        for event in self.ws.events():
+            self.events.append(event)
+            if isinstance(event, (TextMessage, BytesMessage)):
+                self._messages.append(event.data)
+
+    def read(self):
+        """
+        Return the messages (str or bytes) the server sent since the last
+        read; every event is kept in C{events}.
+        """
+        self._receive()
+        messages, self._messages = self._messages, []
+        return messages
+
+    def send(self, message, final=True):
+        kind = TextMessage if isinstance(message, str) else BytesMessage
+        self.channel.dataReceived(self.ws.send(kind(message, message_finished=final)))
+
+    def closeCode(self):
+        self._receive()
+        closes = [e.code for e in self.events if isinstance(e, CloseConnection)]
+        return closes[-1] if closes and self.transport.disconnecting else None
+
+    def disconnect(self):
+        self.channel.connectionLost(Failure(ConnectionDone()))
+
+
+class WebSocketTestCase(SynchronousTestCase):
+    def serve(self, factory, origins=(), tokenRequired=False):
+        self.clock = Clock()
+        self.sockets = LineSockets(factory, self.clock)
+        self.sockets.startService()
+        self.addCleanup(lambda: self.sockets.running and self.sockets.stopService())
+        self.site = ChatSite(self.clock, self.sockets, origins, tokenRequired)
+        return self.site
+
+    def browser(self, **kwargs):
+        browser = Browser(self.site, **kwargs)
+        self.assertIsInstance(browser.events[0], AcceptConnection)
+        return browser
+
+
+class GreetTests(WebSocketTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.factory = GreetFactory(self.captured.log)
+        self.serve(self.factory)
+
+    def test_greetingAndAcks(self):
+        """
+        The greeting is a message; each line of a message (text or binary)
+        gets the ack, each ack one message without its line ending.
+        """
+        browser = self.browser()
+        self.assertEqual(browser.read(), ["connect"])
+        browser.send("one\r\ntwo")
+        browser.send(b"\xff\xfe")
+        self.assertEqual(browser.read(), ["Information Received"] * 3)
+        self.assertEqual(self.captured.messages()[-3:], [
+            "Buffer: one (from 127.0.0.1:5000)",
+            "Buffer: two (from 127.0.0.1:5000)",
+            "Buffer: \ufffd\ufffd (from 127.0.0.1:5000)",
+        ])
+
+    def test_sharedFactory(self):
+        """
+        A browser is one of the factory's connections, with its peer address,
+        until its socket closes.
+        """
+        browser = self.browser()
+        (proto,) = self.factory.protocols
+        self.assertEqual(proto.transport.getPeer(), IPv4Address("TCP", "127.0.0.1", 5000))
+        self.assertEqual(proto.transport.getHost(), HOST)
+        browser.disconnect()
+        self.assertEqual(self.factory.protocols, set())
+        self.assertEqual(self.sockets.bridges, set())
+
+    def test_backPressure(self):
+        """
+        While the socket's write buffer is full, greet stops reading from it.
+        """
+        browser = self.browser()
+        browser.send("x")
+        self.assertEqual(browser.transport.producerState, "producing")
+        browser.transport.producer.pauseProducing()
+        self.assertEqual(browser.transport.producerState, "paused")
+        browser.transport.producer.resumeProducing()
+        self.assertEqual(browser.transport.producerState, "producing")
+
+    def test_keepAlive(self):
+        """
+        Every open socket is pinged every 30 seconds, with one timer.
+        """
+        first, second = self.browser(), self.browser(port=5001)
+        self.clock.advance(29)
+        self.assertEqual([e for e in first.events if isinstance(e, Ping)], [])
+        self.clock.advance(1)
+        first.read(), second.read()
+        self.assertEqual([type(e) for e in first.events[-1:] + second.events[-1:]], [Ping, Ping])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_drain(self):
+        """
+        A graceful stop closes browsers with 1001, going away.
+        """
+        browser = self.browser()
+        draining = DrainingService(self.factory, self.clock, 10)
+        draining.startService()
+        stopping = draining.stopService()
+        browser.read()
+        self.assertEqual(browser.closeCode(), 1001)
+        browser.disconnect()
+        self.successResultOf(stopping)
+
+    def test_page(self):
+        """
+        C{GET /} is the chat page, from the package, for this mode.
+        """
+        browser = Browser(self.site, target="/")
+        response = browser.events[0]
+        self.assertIsInstance(response, RejectConnection)
+        self.assertEqual(response.status_code, 200)
+        self.assertIn((b"content-type", b"text/html; charset=utf-8"), response.headers)
+        page = b"".join(e.data for e in browser.events if isinstance(e, RejectData))
+        self.assertIn(b'<body data-mode="greet" data-token="none">', page)
+        self.assertNotIn(b"http", page.replace(b'"https:"', b""))
+
+
+class OriginTests(WebSocketTestCase):
+    def setUp(self):
+        self.factory = GreetFactory(CapturedLog().log)
+
+    def status(self, origin, host="127.0.0.1:8080"):
+        event = Browser(self.site, origin=origin, host=host).events[0]
+        return 101 if isinstance(event, AcceptConnection) else event.status_code
+
+    def test_ownOriginOnly(self):
+        """
+        By default only pages served by this host (any scheme, as behind a
+        TLS proxy) may connect; clients sending no Origin are not browsers.
+        """
+        self.serve(self.factory)
+        self.assertEqual(self.status("http://127.0.0.1:8080"), 101)
+        self.assertEqual(self.status("https://Chat.Example:8080", host="chat.example:8080"), 101)
+        self.assertEqual(self.status(None), 101)
+        self.assertEqual(self.status("http://127.0.0.1:8081"), 403)
+        self.assertEqual(self.status("http://evil.example"), 403)
+        self.assertEqual(self.status("null"), 403)
+        self.assertEqual(len(self.factory.protocols), 3)
+
+    def test_listedOrigins(self):
+        self.serve(self.factory, origins=["https://chat.example.com"])
+        self.assertEqual(self.status("https://chat.example.com"), 101)
+        self.assertEqual(self.status("http://chat.example.com"), 403)
+        self.assertEqual(self.status("http://127.0.0.1:8080"), 403)
+
+    def test_parseOrigin(self):
+        self.assertEqual(parseOrigin("https://Chat.Example.com:8443"), "https://chat.example.com:8443")
+        for bad in ["chat.example.com", "https://chat.example.com/", "ftp://x", "https://x:99999",
+                    "https://u@x"]:
+            self.assertRaises(ValueError, parseOrigin, bad)
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *args):
+        options = Options()
+        options.parseOptions(["--port", "0", *args])
+        return options
+
+    def assertUsageError(self, args, message):
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit) as caught:
+            self.parse(*args)
+        self.assertEqual(caught.exception.code, 2)
+        self.assertEqual(
+            stderr.getvalue(), f"twistd sockservice: {message} (see twistd sockservice --help)\n"
+        )
+
+    def test_repeatable(self):
+        options = self.parse(
+            "--websocket", "tcp:0", "--websocket", "unix:/tmp/x.sock",
+            "--websocket-origin", "https://A.example", "--websocket-origin", "http://b.example:81",
+        )
+        self.assertEqual(options["websocket"], ["tcp:0", "unix:/tmp/x.sock"])
+        self.assertEqual(options["websocket-origin"], ["https://a.example", "http://b.example:81"])
+
+    def test_errors(self):
+        self.assertUsageError(
+            ["--websocket", "nonsense:1"],
+            "--websocket 'nonsense:1' is not a usable endpoint: Unknown endpoint type: 'nonsense'",
+        )
+        self.assertUsageError(
+            ["--websocket", "tcp:0", "--websocket-origin", "x.example"],
+            "--websocket-origin 'x.example' is not an origin like https://chat.example.com",
+        )
+        self.assertUsageError(
+            ["--websocket-origin", "https://x.example"],
+            "--websocket-origin applies only with --websocket",
+        )
+
+
+class LimitTests(WebSocketTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+
+    def greet(self, **limits):
+        self.factory = GreetFactory(
+            self.captured.log, maxLine=10, limits=Limits(self.captured.clock, **limits)
+        )
+        self.serve(self.factory)
+
+    def test_messageTooLong(self):
+        """
+        A message of more than --max-line bytes (its LFs included) gets the
+        error and close code 1009; one of --max-line bytes is a line.
+        """
+        self.greet()
+        browser = self.browser()
+        browser.send("0123456789")
+        browser.send("0123\n56789")
+        self.assertEqual(browser.read(), ["connect"] + ["Information Received"] * 3)
+        self.assertIsNone(browser.closeCode())
+        browser.send("0123\n567890")
+        self.assertEqual(browser.read(), ["ERROR line too long"])
+        self.assertEqual(browser.closeCode(), 1009)
+        self.assertIn("message too long from 127.0.0.1:5000 (over 10 bytes): closing",
+                      self.captured.messages())
+
+    def test_partialMessageTooLong(self):
+        """
+        Refused as soon as the unfinished message passes --max-line, not
+        when (if ever) it ends; nothing more is read.
+        """
+        self.greet()
+        browser = self.browser()
+        browser.read()
+        browser.send(b"01234", final=False)
+        self.assertEqual(browser.read(), [])
+        browser.send(b"567890", final=False)
+        self.assertEqual(browser.read(), ["ERROR line too long"])
+        self.assertEqual(browser.closeCode(), 1009)
+        browser.channel.dataReceived(b"\x80\x01\n")
+        self.assertEqual(browser.read(), [])
+
+    def test_idleTimeout(self):
+        """
+        Idle means neither a line nor an answered ping: a browser that
+        answers the keep-alive pings stays, then the error and code 1000.
+        """
+        self.greet(idleTimeout=45)
+        self.sockets.stopService()
+        self.sockets = LineSockets(self.factory, self.captured.clock)
+        self.sockets.startService()
+        self.site = ChatSite(self.captured.clock, self.sockets)
+        browser = self.browser()
+        browser.read()
+        self.captured.clock.advance(30)
+        browser.read()
+        self.assertIsInstance(browser.events[-1], Ping)
+        browser.channel.dataReceived(browser.ws.send(browser.events[-1].response()))
+        self.captured.clock.advance(44)
+        self.assertIsNone(browser.closeCode())
+        self.captured.clock.advance(1)
+        self.assertEqual(browser.read(), ["ERROR idle timeout"])
+        self.assertEqual(browser.closeCode(), 1000)
+
+    def test_serverFull(self):
+        self.greet(maxConnections=1)
+        self.browser()
+        refused = self.browser(port=5001)
+        self.assertEqual(refused.read(), ["ERROR server full"])
+        self.assertEqual(refused.closeCode(), 1013)
+
+    def test_stuckPeerAborted(self):
+        """
+        A refused browser that does not take its close is aborted after the
+        close grace, as TCP peers are.
+        """
+        self.greet(maxConnections=1)
+        self.browser()
+        refused = self.browser(port=5001)
+        self.captured.clock.advance(5)
+        self.assertTrue(refused.transport.disconnecting)
+        self.assertEqual(self.captured.clock.getDelayedCalls(), [])
+
+
+class RelayTests(WebSocketTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+
+    def relay(self, gate=None, **limits):
+        self.factory = RelayFactory(
+            self.captured.log, LocalHub(), gate=gate,
+            limits=Limits(self.captured.clock, **limits),
+        )
+        self.serve(self.factory, tokenRequired=gate is not None)
+
+    def test_oneHubWithTCP(self):
+        """
+        Browser lines reach TCP clients byte for byte with LF, TCP lines
+        reach the browser without their line ending; no echo.
+        """
+        self.relay()
+        browser = self.browser()
+        tcp, tcpTransport = connect(self.factory, 6000)
+        other = self.browser(port=5001)
+        browser.send("héllo\nworld")
+        browser.send(b"\xff\r")
+        self.assertEqual(received(tcpTransport), "héllo\nworld\n".encode() + b"\xff\r\n")
+        self.assertEqual(other.read(), ["héllo", "world", b"\xff"])
+        self.assertEqual(browser.read(), [])
+        tcp.dataReceived(b"from tcp\r\nbin\x80\n")
+        self.assertEqual(browser.read(), ["from tcp", b"bin\x80"])
+
+    def test_tooSlow(self):
+        """
+        A browser whose socket does not drain is dropped past --max-buffer
+        with the error and code 1008.
+        """
+        self.relay(maxBuffer=10)
+        browser = self.browser()
+        tcp, _ = connect(self.factory, 6000)
+        browser.transport.producer.pauseProducing()
+        tcp.dataReceived(b"12345\n12345\n")
+        self.assertEqual(browser.read(), ["ERROR too slow"])
+        self.assertEqual(browser.closeCode(), 1008)
+
+    def test_token(self):
+        """
+        The first message is the token: the page's token field.
+        """
+        self.relay(gate=TokenGate(b"s3cret"))
+        member = self.browser()
+        member.send("s3cret\nhi")
+        stranger = self.browser(port=5001)
+        stranger.send("guess")
+        self.assertEqual(stranger.read(), ["ERROR unauthorized"])
+        self.assertEqual(stranger.closeCode(), 1008)
+        page = Browser(self.site, target="/")
+        body = b"".join(e.data for e in page.events if isinstance(e, RejectData))
+        self.assertIn(b'data-token="required"', body)
+
+
+class CollectTests(WebSocketTestCase):
+    def test_countsBrowsers(self):
+        """
+        A browser is one of collect's connections: its message is logged,
+        the socket closed with 1000, and the count goes down.
+        """
+        captured = CapturedLog()
+        factory = CollectFactory(captured.log, count=1)
+        self.serve(factory)
+        browser = self.browser()
+        self.assertEqual(browser.read(), ["测试成功！"])
+        browser.send("hello")
+        self.assertEqual(browser.closeCode(), 1000)
+        self.assertIn("收到的信息:hello (from 127.0.0.1:5000)", captured.messages())
+        self.assertTrue(factory.allAccepted.called)
+        late = self.browser(port=5001)
+        self.assertEqual(late.closeCode(), 1013)
