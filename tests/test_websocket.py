@@ -19,6 +19,7 @@ from wsproto.events import (
     Request, TextMessage,
 )
 
+from sockservice.client.websocket import webSocketURL
 from sockservice.hubs.local import LocalHub
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
@@ -211,6 +212,16 @@ class OriginTests(WebSocketTestCase):
         self.assertEqual(self.status("https://chat.example.com"), 101)
         self.assertEqual(self.status("http://chat.example.com"), 403)
         self.assertEqual(self.status("http://127.0.0.1:8080"), 403)
+
+    def test_webSocketURL(self):
+        """
+        C{sockservice chat --websocket} takes ws:// and wss:// URLs, C{/ws}
+        when no path is given.
+        """
+        self.assertEqual(webSocketURL("ws://127.0.0.1:8080"), "ws://127.0.0.1:8080/ws")
+        self.assertEqual(webSocketURL("wss://chat.example/chat/ws"), "wss://chat.example/chat/ws")
+        for bad in ["http://x", "ws://", "ws://x:99999", "127.0.0.1:8080"]:
+            self.assertRaises(ValueError, webSocketURL, bad)
 
     def test_parseOrigin(self):
         self.assertEqual(parseOrigin("https://Chat.Example.com:8443"), "https://chat.example.com:8443")

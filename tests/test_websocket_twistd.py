@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.realserver import connectPeer, startTwistd
+from tests.realserver import connectPeer, runClient, startTwistd
 from tests.support import makeCertificate
 
 WEBSOCKET_LISTENING = re.compile(rb"\(WebSocket\) mode listening on 127\.0\.0\.1:(\d+)")
@@ -158,3 +158,33 @@ class WebSocketProcessTests(TestCase):
         yield deferToThread(client.send, "over TLS")
         self.assertEqual((yield deferToThread(client.recv, 10)), "connect")
         self.assertEqual((yield deferToThread(client.recv, 10)), "Information Received")
+
+    @inlineCallbacks
+    def test_chatCommand(self):
+        """
+        C{sockservice chat --websocket URL} joins a relay from the terminal:
+        stdin lines out (a last one without LF too), relayed lines printed.
+        """
+        server, tcpPort, webPort = yield startWithWebSocket(
+            self, "--mode", "relay", "--greeting", "welcome"
+        )
+        peer = yield connectPeer(self, tcpPort)
+        chat = runClient(self, "chat", "--websocket", f"ws://127.0.0.1:{webPort}")
+        yield chat.logged(b"welcome\n")
+        peer.send(b"from tcp\r\n")
+        yield chat.logged(b"from tcp\n")
+        chat.transport.write("from the terminal, ça va\nlast".encode())
+        chat.transport.closeStdin()
+        self.assertEqual((yield chat.ended), 0)
+        self.assertEqual(chat.output, b"welcome\nfrom tcp\n")
+        sent = "welcome\nfrom the terminal, ça va\nlast\n".encode()
+        self.assertEqual((yield peer.receive(len(sent))), sent)
+
+    @inlineCallbacks
+    def test_chatCommandRejected(self):
+        server, tcpPort, webPort = yield startWithWebSocket(self)
+        url = f"ws://127.0.0.1:{webPort}/elsewhere"
+        chat = runClient(self, "chat", "--websocket", url)
+        self.assertEqual((yield chat.ended), 1)
+        self.assertEqual(chat.errors, f"sockservice chat: {url}: cannot connect "
+                         "(An error occurred while connecting: HTTP 404 Not Found.)\n".encode())

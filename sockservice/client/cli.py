@@ -20,6 +20,7 @@ from sockservice.client.protocols import (
     GreetClient,
     SendClient,
 )
+from sockservice.client.websocket import WebSocketLineEndpoint, webSocketURL
 from sockservice.commandline import OneLineUsageErrors, wholeNumber
 from sockservice.wire.auth import TokenGate
 
@@ -163,6 +164,10 @@ class CollectOptions(ClientOptions):
 
 class ChatOptions(ClientOptions):
     synopsis = "[options]"
+    optParameters = [
+        ["websocket", None, None, "Join through a --websocket listener instead of "
+         "--host/--port, as a browser does.", webSocketURL],
+    ]
     longdesc = (
         "Talk through a relay server: lines read from stdin go out, lines "
         "relayed from the others are printed as they arrive. The end of input "
@@ -218,6 +223,8 @@ def serverName(options):
     """
     C{host:port} as users type it (C{[host]:port} for an IPv6 address).
     """
+    if options.get("websocket"):
+        return options["websocket"]
     host = options["host"]
     return f"[{host}]:{options['port']}" if ":" in host else f"{host}:{options['port']}"
 
@@ -226,8 +233,12 @@ def clientEndpoint(reactor, options):
     """
     The endpoint every command connects through: the one place that knows
     how to reach the server (IPv4, IPv6 or a name, within C{--timeout}; over
-    TLS with C{--tls}).
+    TLS with C{--tls}; or a C{--websocket} URL).
     """
+    if options.get("websocket"):
+        return WebSocketLineEndpoint(
+            reactor, options["websocket"], options["trustRoot"], options["timeout"]
+        )
     endpoint = endpoints.HostnameEndpoint(
         reactor, options["host"], options["port"], timeout=options["timeout"]
     )

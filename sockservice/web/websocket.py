@@ -54,8 +54,47 @@ KEEPALIVE = 30.0
 HTTP_TIMEOUT = 30
 
 
+class LineMessages:
+    """
+    Writing a byte stream of lines as WebSocket messages, one a line: the
+    sending half that the server's L{LineBridge} and the C{sockservice chat
+    --websocket} client share. A partial line waits for its LF.
+
+    @ivar socket: Twisted's WebSocket transport.
+    """
+
+    socket = None
+    _partial = b""
+    _lastLine = b""
+
+    def write(self, data):
+        if self.disconnecting:
+            return
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        send = self._send
+        for line in lines:
+            send(line[:-1] if line.endswith(b"\r") else line)
+        if lines:
+            self._lastLine = lines[-1]
+
+    def _send(self, line):
+        """
+        Send C{line} as a text message when it is UTF-8, else as binary.
+        """
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.socket.sendBytesMessage(line)
+        else:
+            self.socket.sendTextMessage(text)
+
+    def writeSequence(self, data):
+        self.write(b"".join(data))
+
+
 @implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
-class LineBridge:
+class LineBridge(LineMessages):
     """
     One WebSocket connection, seen by a mode's protocol as its byte-stream
     transport: a browser message is a line (a message with LFs in it is
@@ -70,18 +109,14 @@ class LineBridge:
     transport stops reading from the socket.
 
     @ivar protocol: the mode's protocol, once the upgrade is done.
-    @ivar socket: Twisted's WebSocket transport.
     """
 
     protocol = None
-    socket = None
     _abort = None
-    _lastLine = b""
 
     def __init__(self, sockets, request):
         self.sockets = sockets
         self.request = request
-        self._partial = b""
 
     # The WebSocket side (twisted.web.websocket.WebSocketProtocol).
 
@@ -160,28 +195,6 @@ class LineBridge:
     @property
     def connected(self):
         return not self.disconnecting
-
-    def write(self, data):
-        if self.disconnecting:
-            return
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        send = self._send
-        for line in lines:
-            send(line[:-1] if line.endswith(b"\r") else line)
-        if lines:
-            self._lastLine = lines[-1]
-
-    def _send(self, line):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            self.socket.sendBytesMessage(line)
-        else:
-            self.socket.sendTextMessage(text)
-
-    def writeSequence(self, data):
-        self.write(b"".join(data))
 
     def loseConnection(self):
         self._close(CLOSE_CODES.get(self._lastLine + b"\n", NORMAL))
