@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import websocket as websocketBench  # noqa: E402
 from tests.realserver import LISTENING, twistdCommand  # noqa: E402
 
 #: The C reference serves at most this many connections (its MAXC, 4096,
@@ -95,7 +96,7 @@ def parseArguments(argv):
                              "'default' runs it without one (default: directepoll epoll)")
     parser.add_argument("--server-args", default="",
                         help="more sockservice options for the greet servers, e.g. '--max-line 1024'")
-    parser.add_argument("--only", nargs="+", choices=sorted(FIGURES),
+    parser.add_argument("--only", nargs="+", choices=sorted(FIGURES) + [websocketBench.NAME],
                         help="measure only these figures")
     return parser.parse_args(argv)
 
@@ -455,7 +456,7 @@ def _row(figure, ours, c):
 def main(argv=None):
     arguments = parseArguments(argv)
     arguments.reactor = list(dict.fromkeys(arguments.reactor))
-    figures = arguments.only or list(FIGURES)
+    figures = arguments.only or list(FIGURES) + [websocketBench.NAME]
     try:
         source = findTools(arguments.tools)
         limit = raiseFileLimit(arguments.idle + 100)
@@ -472,10 +473,16 @@ def main(argv=None):
                 print("no C reference (cbroker.c; see --tools): figures without ratios, "
                       "load from bench/loadgen.c", flush=True)
             results = Bench(arguments, tools, workdir).run(figures)
+            if results:
+                print(formatTable(results), flush=True)
+            if websocketBench.NAME in figures:
+                print(websocketBench.measure(
+                    lambda name, argv: Server(name, argv, workdir),
+                    [twistdCommand(), "-n", "--pidfile="], arguments,
+                ))
     except BenchError as e:
         sys.stderr.write(f"bench/run.py: {e}\n")
         return 1
-    print(formatTable(results))
     return 0
 
 

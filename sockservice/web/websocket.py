@@ -8,8 +8,11 @@ the connection counts, collect's count and relay's hub are shared), behind
 L{LineBridge}, a transport that turns each browser message into a line and
 each line written into a message.
 
-Framing is Twisted's own L{twisted.web.websocket} (wsproto underneath). It
-leans on two of that module's internals, both for one bound: Twisted gathers
+Twisted's own L{twisted.web.websocket} (wsproto underneath) does the
+handshake, reads frames, answers pings and closes. Messages out are framed
+by wsproto too, once for all connections (L{ServerFrames}), and written
+straight to the socket, as Twisted's transport would write them one by one.
+It leans on two of that module's internals, both for one bound: Twisted gathers
 a message's frames in the connection's C{_textBuffer}/C{_bytesBuffer} with no
 limit, so L{LineBridge} reads their size after each read (it takes over the
 HTTP channel's C{dataReceived} as Twisted's upgrade does) and refuses a
@@ -26,8 +29,11 @@ from twisted.internet import endpoints, interfaces
 from twisted.internet.task import LoopingCall
 from twisted.web import resource, server
 from twisted.web.websocket import WebSocketResource
+from wsproto import Connection, ConnectionType
+from wsproto.events import BytesMessage, TextMessage
 from zope.interface import implementer
 
+from sockservice.fastpath.directwrite import writeNow
 from sockservice.modes.relay import TOO_SLOW
 from sockservice.service.listening import ListeningService
 from sockservice.wire.auth import UNAUTHORIZED
@@ -54,6 +60,20 @@ KEEPALIVE = 30.0
 HTTP_TIMEOUT = 30
 
 
+def lineMessages(chunk):
+    """
+    The messages for the complete lines in C{chunk}, without their line
+    endings: text when a line is UTF-8, else binary.
+    """
+    for line in chunk.split(b"\n")[:-1]:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            yield TextMessage(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield BytesMessage(line)
+
+
 class LineMessages:
     """
     Writing a byte stream of lines as WebSocket messages, one a line: the
@@ -65,29 +85,26 @@ class LineMessages:
 
     socket = None
     _partial = b""
-    _lastLine = b""
 
     def write(self, data):
         if self.disconnecting:
             return
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        send = self._send
-        for line in lines:
-            send(line[:-1] if line.endswith(b"\r") else line)
-        if lines:
-            self._lastLine = lines[-1]
+        if self._partial:
+            data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        if end:
+            self.sendLines(data if end == len(data) else data[:end])
 
-    def _send(self, line):
+    def sendLines(self, chunk):
         """
-        Send C{line} as a text message when it is UTF-8, else as binary.
+        Send each complete line of C{chunk} as a message.
         """
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            self.socket.sendBytesMessage(line)
-        else:
-            self.socket.sendTextMessage(text)
+        for message in lineMessages(chunk):
+            if isinstance(message, TextMessage):
+                self.socket.sendTextMessage(message.data)
+            else:
+                self.socket.sendBytesMessage(message.data)
 
     def writeSequence(self, data):
         self.write(b"".join(data))
@@ -113,6 +130,8 @@ class LineBridge(LineMessages):
 
     protocol = None
     _abort = None
+    _lastLine = b""
+    _inbound = ()
 
     def __init__(self, sockets, request):
         self.sockets = sockets
@@ -137,9 +156,16 @@ class LineBridge(LineMessages):
         proto.makeConnection(self)
 
     def _rawDataReceived(self, data):
+        """
+        Read like TCP: the lines of all the messages in one read go to the
+        protocol as one chunk (relay publishes them with one write to each
+        member, greet answers them with one write).
+        """
         if self.disconnecting:
             return
+        self._inbound = []
         self._wireReceived(data)
+        self._flushInbound()
         # Twisted's internals (see the module docstring): the message so far.
         pending = self.socket._textBuffer.data or self.socket._bytesBuffer.data
         if len(pending) > self.sockets.factory.maxLine and not self.disconnecting:
@@ -149,10 +175,18 @@ class LineBridge(LineMessages):
         self.bytesMessageReceived(text.encode("utf-8"))
 
     def bytesMessageReceived(self, data):
+        if self.disconnecting:
+            return
         if len(data) > self.sockets.factory.maxLine:
+            self._flushInbound()
             self._refuseLongMessage()
         else:
-            self.protocol.dataReceived(bytes(data) + b"\n")
+            self._inbound += (data, b"\n")
+
+    def _flushInbound(self):
+        inbound, self._inbound = self._inbound, ()
+        if inbound and not self.disconnecting:
+            self.protocol.dataReceived(b"".join(inbound))
 
     def _refuseLongMessage(self):
         """
@@ -196,8 +230,16 @@ class LineBridge(LineMessages):
     def connected(self):
         return not self.disconnecting
 
+    def sendLines(self, chunk):
+        """
+        Write the lines' frames straight to the socket, framed once for
+        every connection (L{ServerFrames}).
+        """
+        frames, self._lastLine = self.sockets.frames.framed(chunk)
+        writeNow(self.request.transport, frames)
+
     def loseConnection(self):
-        self._close(CLOSE_CODES.get(self._lastLine + b"\n", NORMAL))
+        self._close(CLOSE_CODES.get(self._lastLine, NORMAL))
 
     def loseWriteConnection(self):
         """
@@ -234,6 +276,33 @@ class LineBridge(LineMessages):
         self.request.transport.stopProducing()
 
 
+class ServerFrames:
+    """
+    Lines framed as server WebSocket messages by wsproto, once for all
+    connections: server frames are not masked and, with no extension
+    negotiated (Twisted offers none), they are the same bytes on every
+    connection. So relay frames a chunk once however many browsers it goes
+    to; what one connection's Twisted transport would have framed, message
+    by message, goes out as the same bytes in one write.
+    """
+
+    def __init__(self):
+        self._framer = Connection(ConnectionType.SERVER)
+        self._chunk = None
+        self._framed = None
+
+    def framed(self, chunk):
+        """
+        The frames of C{chunk}'s lines, and its last line (with its LF).
+        """
+        if chunk is not self._chunk:
+            send = self._framer.send
+            frames = b"".join([send(message) for message in lineMessages(chunk)])
+            last = chunk[chunk.rfind(b"\n", 0, -1) + 1:]
+            self._chunk, self._framed = chunk, (frames, last)
+        return self._framed
+
+
 class LineSockets(service.Service):
     """
     The WebSocket side of one mode factory: a L{LineBridge} for each
@@ -247,6 +316,7 @@ class LineSockets(service.Service):
     def __init__(self, factory, clock, keepAlive=KEEPALIVE):
         self.factory = factory
         self.bridges = set()
+        self.frames = ServerFrames()
         self._pinging = LoopingCall(self._ping)
         self._pinging.clock = clock
         self.keepAlive = keepAlive
