@@ -56,7 +56,10 @@ class Browser:
         self._receive()
 
     def _receive(self):
-        self.ws.receive_data(received(self.transport))
+        data = received(self.transport)
+        if not data:
+            return
+        self.ws.receive_data(data)
         for event in self.ws.events():
             self.events.append(event)
             if isinstance(event, (TextMessage, BytesMessage)):
@@ -381,6 +384,21 @@ class RelayTests(WebSocketTestCase):
         self.assertEqual(browser.read(), [])
         tcp.dataReceived(b"from tcp\r\nbin\x80\n")
         self.assertEqual(browser.read(), ["from tcp", b"bin\x80"])
+
+    def test_linesBeforeClose(self):
+        """
+        Messages read together with the browser's close frame still count.
+        """
+        self.relay()
+        browser = self.browser()
+        tcp, tcpTransport = connect(self.factory, 6000)
+        browser.channel.dataReceived(
+            browser.ws.send(TextMessage("last")) + browser.ws.send(CloseConnection(1000))
+        )
+        self.assertEqual(received(tcpTransport), b"last\n")
+        self.assertEqual(browser.closeCode(), 1000)
+        tcp.dataReceived(b"too late\n")
+        self.assertEqual(browser.read(), [])
 
     def test_tooSlow(self):
         """

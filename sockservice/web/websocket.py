@@ -126,9 +126,12 @@ class LineBridge(LineMessages):
     transport stops reading from the socket.
 
     @ivar protocol: the mode's protocol, once the upgrade is done.
+    @ivar disconnecting: whether this side closed (or the socket is gone):
+        what came before the peer's close frame is still read.
     """
 
     protocol = None
+    disconnecting = False
     _abort = None
     _lastLine = b""
     _inbound = ()
@@ -211,20 +214,25 @@ class LineBridge(LineMessages):
             idle.touch(self.protocol)
 
     def connectionLost(self, reason):
+        self.disconnecting = True
         cancelAbort(self._abort)
         self.sockets.bridges.discard(self)
         if self.protocol is not None:
             self.protocol.connectionLost(reason)
 
     def ping(self):
-        if not self.disconnecting:
+        if self._sending:
             self.socket.ping(b"")
 
-    # The mode protocol's side (ITransport and the rest it uses).
-
     @property
-    def disconnecting(self):
-        return self.request.transport.disconnecting
+    def _sending(self):
+        """
+        Whether frames may still be sent: not after a close frame either
+        way (Twisted answers the peer's and closes the socket).
+        """
+        return not self.request.transport.disconnecting
+
+    # The mode protocol's side (ITransport and the rest it uses).
 
     @property
     def connected(self):
@@ -235,8 +243,9 @@ class LineBridge(LineMessages):
         Write the lines' frames straight to the socket, framed once for
         every connection (L{ServerFrames}).
         """
-        frames, self._lastLine = self.sockets.frames.framed(chunk)
-        writeNow(self.request.transport, frames)
+        if self._sending:
+            frames, self._lastLine = self.sockets.frames.framed(chunk)
+            writeNow(self.request.transport, frames)
 
     def loseConnection(self):
         self._close(CLOSE_CODES.get(self._lastLine, NORMAL))
@@ -248,10 +257,12 @@ class LineBridge(LineMessages):
         self._close(GOING_AWAY)
 
     def _close(self, code):
-        if not self.disconnecting:
+        self.disconnecting = True
+        if self._sending:
             self.socket.loseConnection(code)
 
     def abortConnection(self):
+        self.disconnecting = True
         self.request.transport.abortConnection()
 
     def getPeer(self):
