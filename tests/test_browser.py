@@ -52,8 +52,18 @@ class Chromium:
 
         return WebDriverWait(self.driver, WAIT).until(lambda d: condition(), what)
 
-    def open(self, url):
+    def open(self, url, token=None):
+        """
+        Load the page at C{url} and wait until it is connected, typing
+        C{token} into its token field first if given.
+        """
+        from selenium.webdriver.common.keys import Keys
+
         self.driver.get(url)
+        if token is not None:
+            self._wait(lambda: self.driver.find_element("id", "token").is_displayed(),
+                       "the token field")
+            self.driver.find_element("id", "token").send_keys(token + Keys.ENTER)
         self._wait(lambda: self.status() == "connected", f"the page connected to {url}")
 
     def status(self):
@@ -120,6 +130,29 @@ class BrowserTests(TestCase):
 
     def test_ws(self):
         return self.chat("http")
+
+    @inlineCallbacks
+    def test_token(self):
+        """
+        With --token-file the page asks for the token and sends it first;
+        then it is a relay member like the TCP client that sent it too.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        tokenFile = os.path.join(directory, "token")
+        with open(tokenFile, "w") as f:
+            f.write("s3cret\n")
+        server, tcpPort, webPort = yield startWithWebSocket(
+            self, "--mode", "relay", "--token-file", tokenFile
+        )
+        peer = yield connectPeer(self, tcpPort)
+        peer.send(b"s3cret\n")
+        browser = yield deferToThread(Chromium, self)
+        yield deferToThread(browser.open, f"http://127.0.0.1:{webPort}/", "s3cret")
+        yield deferToThread(browser.type, "with the token")
+        self.assertEqual((yield peer.receive(15)), b"with the token\n")
+        peer.send(b"welcome in\n")
+        yield deferToThread(browser.waitForMessage, "welcome in")
 
     def test_wss(self):
         keyPath, certPath = makeCertificate(tempfile.mkdtemp())
