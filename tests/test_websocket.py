@@ -386,6 +386,21 @@ class RelayTests(WebSocketTestCase):
         tcp.dataReceived(b"from tcp\r\nbin\x80\n")
         self.assertEqual(browser.read(), ["from tcp", b"bin\x80"])
 
+    def test_oneReadOneChunk(self):
+        """
+        The messages of one read reach the hub as one chunk, as the lines of
+        one TCP read do: one write to each member.
+        """
+        self.relay()
+        browser = self.browser()
+        writes = []
+        tcp, tcpTransport = connect(self.factory, 6000)
+        tcpTransport.write = writes.append
+        browser.channel.dataReceived(b"".join(
+            browser.ws.send(TextMessage(line)) for line in ["a", "b", "c"]
+        ))
+        self.assertEqual(writes, [b"a\nb\nc\n"])
+
     def test_linesBeforeClose(self):
         """
         Messages read together with the browser's close frame still count.

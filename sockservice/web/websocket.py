@@ -9,16 +9,19 @@ L{LineBridge}, a transport that turns each browser message into a line and
 each line written into a message.
 
 Twisted's own L{twisted.web.websocket} (wsproto underneath) does the
-handshake, reads frames, answers pings and closes. Messages out are framed
-by wsproto too, once for all connections (L{ServerFrames}), and written
-straight to the socket, as Twisted's transport would write them one by one.
-It leans on two of that module's internals, both for one bound: Twisted gathers
-a message's frames in the connection's C{_textBuffer}/C{_bytesBuffer} with no
-limit, so L{LineBridge} reads their size after each read (it takes over the
-HTTP channel's C{dataReceived} as Twisted's upgrade does) and refuses a
-message as soon as it has more than C{--max-line} bytes, as TCP refuses a
-line.
-tests/test_websocket.py checks that bound on Twisted's own code.
+handshake, reads frames, answers pings and closes. It is new and small, and
+this module leans on it in three ways beyond its documented API, each said
+where it is done and checked by tests/test_websocket.py on Twisted's code:
+
+ - Twisted gathers a message's frames (C{_textBuffer}/C{_bytesBuffer}) with
+   no limit, so L{LineBridge} reads their size after each read, taking over
+   the HTTP channel's C{dataReceived} as Twisted's upgrade itself does, and
+   refuses a message as soon as it has more than C{--max-line} bytes.
+ - The same takeover gives each read's messages to the mode as one chunk.
+ - Messages out are framed by wsproto once for all connections
+   (L{ServerFrames}) and written to the socket directly, as Twisted would
+   write them one by one: without extensions (Twisted offers none) a whole
+   message's frame holds no state of the connection.
 """
 
 from importlib import resources
