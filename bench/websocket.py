@@ -9,6 +9,7 @@ which the senders replay; receivers only count bytes, since every message
 has the same size. Ratios of the two within one run are what compare.
 """
 
+import os
 import re
 import selectors
 import socket
@@ -77,9 +78,20 @@ class WebSocketKind:
         return self._connections[client].send(TextMessage(LINE[:-1].decode()))
 
 
-def relayRate(kind, duration):
+def cpuSeconds(pid):
     """
-    Deliveries per second through a relay: CLIENTS connections, SENDERS of
+    The CPU time (user and system) process C{pid} has used.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def relayRate(kind, duration, pid):
+    """
+    Deliveries per second through the relay server C{pid}, and per second of
+    its CPU time (what the load client's pace and other work on the machine
+    change least): CLIENTS connections, SENDERS of
     them sending, each receiving from all the others. Senders send WINDOW
     messages at a time, while at most BATCHES of them are not yet received
     by everyone, so the server (not this client's round trips) sets the pace.
@@ -97,6 +109,7 @@ def relayRate(kind, duration):
     sentBy = dict.fromkeys(clients, 0)
     sent = 0
     try:
+        cpuBefore = cpuSeconds(pid)
         started = time.monotonic()
         deadline = started + duration
         while time.monotonic() < deadline:
@@ -117,11 +130,13 @@ def relayRate(kind, duration):
                     raise OSError(f"the server closed a {kind.name} connection")
                 receivedBytes[key.fileobj] += len(data)
         elapsed = time.monotonic() - started
+        cpu = cpuSeconds(pid) - cpuBefore
     finally:
         selector.close()
         for client in clients:
             client.close()
-    return sum(receivedBytes.values()) // kind.received / elapsed
+    deliveries = sum(receivedBytes.values()) // kind.received
+    return deliveries / elapsed, deliveries / cpu
 
 
 def idleMemory(kind, server, count):
@@ -153,6 +168,17 @@ def idleMemory(kind, server, count):
     return (after - before) / count
 
 
+def _ratioRow(title, rounds):
+    """
+    A table row for C{rounds} of (TCP, WebSocket) rates: the median round
+    by ratio, and the range of ratios.
+    """
+    tcp, web = sorted(rounds, key=lambda r: r[1] / r[0])[len(rounds) // 2]
+    ratios = [web / tcp for tcp, web in rounds]
+    return (f"| {title} | {tcp:,.0f} | {web:,.0f} | {web / tcp:.2f} "
+            f"| {min(ratios):.2f}-{max(ratios):.2f} | >= {TARGETS['relay']} |")
+
+
 def measure(startServer, twistd, arguments):
     """
     Measure both figures over TCP and WebSocket on one server each (relay,
@@ -170,15 +196,14 @@ def measure(startServer, twistd, arguments):
             webPort = int(WEBSOCKET_LISTENING.search(server.logPath.read_bytes()).group(1))
             kinds = [TCPKind(server.port), WebSocketKind(webPort)]
             if mode == "relay":
-                rounds = [[relayRate(kind, arguments.duration) for kind in kinds]
-                          for _ in range(arguments.rounds)]
-                tcp, web = sorted(rounds, key=lambda r: r[1] / r[0])[len(rounds) // 2]
-                ratios = [web / tcp for tcp, web in rounds]
-                rows.append(
-                    f"| relay deliveries/s ({CLIENTS} clients, {SENDERS} senders) "
-                    f"| {tcp:,.0f} | {web:,.0f} | {web / tcp:.2f} "
-                    f"| {min(ratios):.2f}-{max(ratios):.2f} | >= {TARGETS['relay']} |"
-                )
+                rounds = [[relayRate(kind, arguments.duration, server.process.pid)
+                           for kind in kinds] for _ in range(arguments.rounds)]
+                for title, which in [("", 0), (" of server CPU", 1)]:
+                    rows.append(_ratioRow(
+                        f"relay deliveries per second{title} "
+                        f"({CLIENTS} clients, {SENDERS} senders)",
+                        [(tcp[which], web[which]) for tcp, web in rounds],
+                    ))
             else:
                 tcp, web = (idleMemory(kind, server, arguments.idle) for kind in kinds)
                 rows.append(
