@@ -320,12 +320,13 @@ def makeService(options, reactor=None, environ=os.environ):
         listener = ListeningService(endpoint, description, factory)
         listener.setServiceParent(top)
         listeners.append(listener)
-    websockets = WebSocketService(
-        reactor, factory, options["websocket"], options["websocket-origin"],
-        tokenRequired=options["gate"] is not None,
-    )
-    websockets.setServiceParent(top)
-    listeners.extend(websockets.listeners)
+    if options["websocket"]:
+        websockets = WebSocketService(
+            reactor, factory, options["websocket"], options["websocket-origin"],
+            tokenRequired=options["gate"] is not None,
+        )
+        websockets.setServiceParent(top)
+        listeners.extend(websockets.listeners)
     NotifyService(listeners, environ).setServiceParent(top)
     if options["mode"] == "collect":
         factory.allAccepted.addCallback(
