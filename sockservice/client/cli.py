@@ -169,6 +169,15 @@ class ClientOptions(_Options):
             )
         return args
 
+    def parseArgs(self, *args):
+        self.takeMessages(self.serverArguments(args))
+
+    def takeMessages(self, messages):
+        """
+        Take the MESSAGE arguments, what is left after a HOST PORT.
+        """
+        raise NotImplementedError()
+
     def postOptions(self):
         if self["host"] is None:
             self["host"] = "127.0.0.1"
@@ -200,8 +209,7 @@ class GreetOptions(ClientOptions):
         "every ack arrived." + _SERVER_RULE
     )
 
-    def parseArgs(self, *args):
-        messages = self.serverArguments(args)
+    def takeMessages(self, messages):
         self["messages"] = [_message(m) for m in messages] or [b"SOME DATA"]
 
     def client(self, output, clock):
@@ -215,8 +223,7 @@ class SendOptions(ClientOptions):
         "close once everything is sent." + _SERVER_RULE
     )
 
-    def parseArgs(self, *args):
-        messages = self.serverArguments(args)
+    def takeMessages(self, messages):
         if not messages:
             raise usage.UsageError("give at least one MESSAGE to send")
         self["messages"] = [_message(m) for m in messages]
@@ -232,8 +239,7 @@ class CollectOptions(ClientOptions):
         "and print everything the server sends until it closes." + _SERVER_RULE
     )
 
-    def parseArgs(self, *args):
-        messages = self.serverArguments(args)
+    def takeMessages(self, messages):
         if len(messages) > 1:
             raise usage.UsageError("give one MESSAGE (quote it if it has spaces)")
         self["message"] = _message(messages[0]) if messages else b"hello"
