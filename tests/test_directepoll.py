@@ -1,6 +1,7 @@
 """
 The C{directepoll} reactor: Twisted's own reactor conformance tests run
-against it, failures it catches, and the real twistd serving on it by
+against it, failures it catches, every path of the epoll reactor's
+C{_doReadOrWrite} handled the same way, and the real twistd serving on it by
 default.
 """
 
