@@ -214,6 +214,27 @@ class ServerArgumentsTests(OutputTestCase):
                 f" or put messages after -- (see sockservice {command} --help)",
             )
 
+    def test_hostColonPort(self):
+        """
+        HOST:PORT in one argument is refused, not sent as a message.
+        """
+        for command, server in [
+            ("greet", "127.0.0.1:12345"), ("send", "example.com:80"), ("collect", "[::1]:7"),
+        ]:
+            self.stderr.seek(0)
+            self.stderr.truncate()
+            self.assertUsageError(
+                [command, server],
+                f"sockservice {command}: {server!r} reads as HOST:PORT: give HOST PORT as two"
+                f" arguments, or put messages after -- (see sockservice {command} --help)",
+            )
+        self.assertEqual(
+            self.parse("send", "--", "example.com:80").subOptions["messages"], [b"example.com:80"]
+        )
+        self.assertEqual(
+            self.parse("send", "at 10:30", "a:b:1").subOptions["messages"], [b"at 10:30", b"a:b:1"]
+        )
+
     def test_bothForms(self):
         self.assertUsageError(
             ["greet", "--port", "1", "127.0.0.1", "2"],

@@ -5,6 +5,7 @@ chat), as L{usage.Options} subcommands run with L{task.react}.
 
 import ipaddress
 import os
+import re
 import sys
 
 from OpenSSL.crypto import Error as OpenSSLError
@@ -87,13 +88,16 @@ def _looksLikeHost(text):
     return True
 
 
+# HOST:PORT in one argument, as socat or a URL would have it.
+_HOST_COLON_PORT = re.compile(r"(\[[^\]]+\]|[^\s:\[\]]+):[0-9]+")
+
 _port = wholeNumber("port", 1, 65535)
 
 _SERVER_RULE = (
     " The server is --host and --port, or HOST PORT as nc takes them: the "
     "first two arguments when the second is a number. An IP address or "
-    "localhost first needs its PORT after it; arguments after -- are all "
-    "messages."
+    "localhost first needs its PORT after it, HOST:PORT must be two "
+    "arguments; arguments after -- are all messages."
 )
 
 
@@ -155,7 +159,8 @@ class ClientOptions(_Options):
         the rest (the messages). The rule, so that no argument is silently
         taken for another: the first two arguments are HOST and PORT when the
         second is a number; an IP address or C{localhost} first without a
-        PORT after it is an error; arguments after C{--} are all messages.
+        PORT after it, or a first argument of the form HOST:PORT, is an
+        error; arguments after C{--} are all messages.
         """
         if self._afterSeparator(args):
             return args
@@ -165,6 +170,11 @@ class ClientOptions(_Options):
         if args and _looksLikeHost(args[0]):
             raise usage.UsageError(
                 f"{args[0]!r} is a host: give HOST PORT to connect to it,"
+                " or put messages after --"
+            )
+        if args and _HOST_COLON_PORT.fullmatch(args[0]):
+            raise usage.UsageError(
+                f"{args[0]!r} reads as HOST:PORT: give HOST PORT as two arguments,"
                 " or put messages after --"
             )
         return args
