@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from sockservice.modes.greet import GreetFactory
 from sockservice.service.listening import ListeningService
 from sockservice.service.notify import NotifyService, notifyAddress, sendNotification
-from sockservice.tap import Options, makeService
+from sockservice.tap import Options
+from tests.test_tap import build
 from tests.support import CapturedLog
 
 
@@ -148,7 +149,7 @@ class MakeServiceNotifyTests(SynchronousTestCase):
         receiver = datagramSocket(self, path)
         options = Options()
         options.parseOptions(["--listen", "tcp:4321", "--listen", "tcp:4322"])
-        top = makeService(options, MemoryReactorClock(), {"NOTIFY_SOCKET": path})
+        top = build(options, MemoryReactorClock(), environ={"NOTIFY_SOCKET": path})
         top.privilegedStartService()
         top.startService()
         self.assertEqual(
