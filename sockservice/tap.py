@@ -284,8 +284,9 @@ class Options(OneLineUsageErrors):
     def _endpoints(self):
         if self["listen"]:
             if self["port"] is not None or self["interface"] is not None:
+                blame = next((o for o in ("port", "interface") if o in self.fromFile), "listen")
                 raise self._bad(
-                    "listen", "--listen replaces --port and --interface: give one or the other"
+                    blame, "--listen replaces --port and --interface: give one or the other"
                 )
             for description in self["listen"]:
                 try:

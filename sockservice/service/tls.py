@@ -29,10 +29,10 @@ def serverContext(certificateOptions):
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
-    context.use_certificate(certificateOptions.certificate)
-    context.use_privatekey(certificateOptions.privateKey)
+    context.use_certificate(certificateOptions.certificate.to_cryptography())
+    context.use_privatekey(certificateOptions.privateKey.to_cryptography_key())
     for certificate in certificateOptions.extraCertChain or ():
-        context.add_extra_chain_cert(certificate)
+        context.add_extra_chain_cert(certificate.to_cryptography())
     context.check_privatekey()
     return context
 
