@@ -36,6 +36,9 @@ from sockservice.wire.limits import Limits, raiseOpenFileLimit
 MODES = ("greet", "collect", "relay")
 DEFAULT_GREETINGS = {"greet": "connect", "collect": "测试成功！", "relay": ""}
 DEFAULT_CHANNEL = "sockservice:relay"
+#: The options that say where to listen: any of them on the command line
+#: overrides all of them in the config file.
+LISTENER_OPTIONS = ("listen", "port", "interface")
 MODE_OPTIONS = {
     "ack": ("greet",),
     "count": ("collect",),
@@ -228,6 +231,9 @@ class Options(OneLineUsageErrors):
         """
         table = readConfigFile(path)
         given = self._givenOnCommandLine()
+        if given & set(LISTENER_OPTIONS):
+            # A listener on the command line replaces the file's listeners.
+            given |= set(LISTENER_OPTIONS)
         flags = {flag[0] for flag in self.optFlags}
         parameters = {parameter[0]: parameter for parameter in self.optParameters}
         for key, value in table.items():

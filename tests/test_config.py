@@ -6,6 +6,7 @@ the key.
 
 import io
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -73,16 +74,21 @@ class ConfigFileTests(SynchronousTestCase):
             ("relay", ("tcp:2",), 7, b""),
         )
 
-    def test_portFromFileListenFromCommandLine(self):
+    def test_listenerOnCommandLineReplacesTheFiles(self):
         """
-        --port from the file and --listen on the command line: the one line
-        names the file and key.
+        --listen on the command line replaces the file's port and interface
+        (as the socket-activated unit does), --port the file's listen.
         """
+        self.write('port = 5\ninterface = "127.0.0.1"\n')
+        self.assertEqual(self.parse("--listen", "tcp:1").endpoints, ("tcp:1",))
+        self.write('listen = ["tcp:1"]\n')
+        self.assertEqual(self.parse("--port", "2").endpoints, ("tcp:2:interface=0.0.0.0",))
+
+    def test_portAndListenInFile(self):
         self.assertFileError(
-            "port = 5\n",
+            'port = 5\nlisten = ["tcp:1"]\n',
             f"{self.path}: port: --listen replaces --port and --interface: "
             "give one or the other",
-            "--listen", "tcp:1",
         )
 
     def test_unknownKey(self):
@@ -173,6 +179,26 @@ class ConfigFileTests(SynchronousTestCase):
             str(caught.exception), "--max-line must be a whole number of 1 or more, not 'x'"
         )
         self.assertEqual(self.stderr.getvalue(), "")
+
+
+class DefaultConfigFileTests(SynchronousTestCase):
+    def test_commentedDefaults(self):
+        """
+        The commented sockservice.toml that install.sh writes parses to the
+        defaults, and every key it shows is an option.
+        """
+        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy",
+                            "sockservice.toml")
+        self.assertEqual(
+            Options.configFrom(["--config", path]),
+            Config(configFile=path, argv=("--config", path)),
+        )
+        with open(path) as f:
+            shown = re.findall(r"^# ([a-z-]+) = ", f.read(), re.M)
+        options = Options()
+        known = {p[0] for p in options.optParameters} | {f[0] for f in options.optFlags}
+        self.assertEqual(sorted(set(shown) - known), ["listen"])
+        self.assertEqual(len(shown), 15)
 
 
 class OptionNameTests(SynchronousTestCase):
