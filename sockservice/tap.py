@@ -24,8 +24,8 @@ from sockservice.logs.folding import FoldingLog
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
-from sockservice.service.draining import DrainingService
 from sockservice.service.abort import SecondSignalService
+from sockservice.service.draining import DrainingService
 from sockservice.service.listening import CannotListen, ListeningService
 from sockservice.service.notify import NotifyService
 from sockservice.service.reload import ReloadService

@@ -264,15 +264,15 @@ class RealSystemdTests(SynchronousTestCase):
         skip = reason
 
     def setUp(self):
-        self.wheels = tempfile.mkdtemp(prefix="sockservice-wheels-")
-        self.addCleanup(shutil.rmtree, self.wheels)
-        # The container has no network: pip installs from these.
-        done = run(sys.executable, "-m", "pip", "download", "-q", "-d", self.wheels,
-                   CHECKOUT, "hatchling>=1.18", timeout=600)
-        self.assertEqual(done.returncode, 0, done.stderr)
         self.container = Container()
         self.addCleanup(self.container.tearDown)
         self.container.mount()
+        # The container has no network: pip installs from these (in its
+        # /root: it has a /tmp of its own).
+        self.wheels = "/root/wheels"
+        done = run(sys.executable, "-m", "pip", "download", "-q", "-d",
+                   self.container.root + self.wheels, CHECKOUT, "hatchling>=1.18", timeout=600)
+        self.assertEqual(done.returncode, 0, done.stderr)
         self.container.boot(f"sockservice-test-{os.getpid()}")
         self.blocks = docsBlocks()
 
