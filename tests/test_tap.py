@@ -3,9 +3,11 @@ The plugin's options and the service they build.
 """
 
 import io
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.defer import Deferred
@@ -25,7 +27,7 @@ from sockservice.hubs.redisurl import RedisAddress
 from sockservice.modes.relay import RelayFactory
 from sockservice.config import Config
 from sockservice.tap import Options, makeService
-from tests.support import connect, disconnect
+from tests.support import connect, disconnect, makeCertificate
 
 
 def parse(*argv):
@@ -248,6 +250,28 @@ def build(options, reactor, openFileLimit=lambda connections: connections, envir
     """
     return makeService(options, reactor=reactor, environ=environ, openFileLimit=openFileLimit,
                        signals=FakeSignals() if signals is None else signals)
+
+
+class NoReactorTests(SynchronousTestCase):
+    def test_parsingInstallsNoReactor(self):
+        """
+        Options parse every kind of --listen, TLS included, without
+        installing a reactor: twistd's --reactor must still be free to.
+        """
+        directory = tempfile.mkdtemp(prefix="sockservice-noreactor-")
+        self.addCleanup(shutil.rmtree, directory)
+        key, cert = makeCertificate(directory)
+        done = subprocess.run(
+            [sys.executable, "-c",
+             "import sys\n"
+             "from sockservice.tap import Options\n"
+             "Options().parseOptions(sys.argv[1:])\n"
+             "print('twisted.internet.reactor' in sys.modules)",
+             "--listen", "tcp:0", "--listen", f"ssl:0:privateKey={key}:certKey={cert}",
+             "--listen", "unix:/nonexistent/s"],
+            capture_output=True, text=True,
+        )
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (0, "False\n", ""))
 
 
 class MakeServiceTests(SynchronousTestCase):

@@ -24,7 +24,10 @@ from zope.interface import implementer
 def serverContext(certificateOptions):
     """
     An OpenSSL context serving the certificate, chain and key of Twisted
-    C{certificateOptions} with TLS 1.2 or later, and no callbacks.
+    C{certificateOptions} with TLS 1.2 or later, OpenSSL's default ciphers
+    and curves, and no callbacks. (An C{ssl:} description's C{sslmethod}
+    and C{dhParameters} are not used: TLS 1.2 and 1.3 key exchanges are
+    ECDHE.)
     """
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
