@@ -3,6 +3,7 @@ The plugin's options and the service they build.
 """
 
 import io
+import os
 import shutil
 import signal
 import subprocess
@@ -415,7 +416,9 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(factory.maxLine, 65536)
 
     def test_given(self):
-        path = self.mktemp()
+        directory = tempfile.mkdtemp(prefix="sockservice-token-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "token")
         with open(path, "w") as f:
             f.write("tok\n")
         self.start(
