@@ -202,11 +202,15 @@ class ReloadTests(SynchronousTestCase):
         self.assertTrue(line.startswith("reload failed, nothing changed: "), line)
         self.assertEqual(served(), second)
 
-    def test_signalHandlerRestored(self):
+    def test_sighupIgnoredOnceStopping(self):
+        """
+        Once stopping, SIGHUP is ignored: it must not end the drain by
+        killing the process.
+        """
         self.start('listen = ["tcp:1"]\n')
         self.assertIsInstance(self.signals.handlers[signal.SIGHUP].__self__, ReloadService)
         self.service.stopService()
-        self.assertEqual(self.signals.handlers[signal.SIGHUP], signal.SIG_DFL)
+        self.assertEqual(self.signals.handlers[signal.SIGHUP], signal.SIG_IGN)
 
 
 class SecondSignalTests(SynchronousTestCase):

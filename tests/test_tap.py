@@ -233,14 +233,14 @@ class FakeSignals:
     Stands in for the L{signal} module: records the handlers installed.
     """
 
-    SIGHUP, SIGINT, SIGTERM, Signals = signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.Signals
+    SIGHUP, SIGINT, SIGTERM, SIG_IGN = signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIG_IGN
+    Signals = signal.Signals
 
     def __init__(self):
         self.handlers = {}
 
     def signal(self, number, handler):
-        previous, self.handlers[number] = self.handlers.get(number, signal.SIG_DFL), handler
-        return previous
+        self.handlers[number] = handler
 
 
 def build(options, reactor, openFileLimit=lambda connections: connections, environ={},

@@ -45,7 +45,6 @@ class ReloadService(service.Service):
     """
 
     log = Logger()
-    _previous = None
 
     def __init__(self, config, reread, factory, draining, notifier, reactor,
                  tls=None, loadTLS=None, signals=signal):
@@ -61,13 +60,13 @@ class ReloadService(service.Service):
 
     def startService(self):
         service.Service.startService(self)
-        self._previous = self._signals.signal(self._signals.SIGHUP, self._hangUp)
+        self._signals.signal(self._signals.SIGHUP, self._hangUp)
 
     def stopService(self):
+        # Ignored from now on, not reset to its default: a SIGHUP while
+        # the connections drain must not kill the process.
         service.Service.stopService(self)
-        if self._previous is not None:
-            self._signals.signal(self._signals.SIGHUP, self._previous)
-            self._previous = None
+        self._signals.signal(self._signals.SIGHUP, self._signals.SIG_IGN)
 
     def _hangUp(self, number, frame):
         # In the signal handler: only hand over to the reactor.
