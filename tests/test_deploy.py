@@ -62,9 +62,11 @@ class InstallTests(SynchronousTestCase):
             os.path.join(self.root, "usr", "lib", "systemd", "system"),
             symlinks=True,
         )
-        # ExecReload runs /bin/kill, which systemd-analyze verify looks for.
+        # ExecReload runs /bin/kill and /bin/sleep, which systemd-analyze
+        # verify looks for.
         os.makedirs(os.path.join(self.root, "bin"))
-        shutil.copy(shutil.which("kill", path="/bin:/usr/bin"), os.path.join(self.root, "bin"))
+        for command in ("kill", "sleep"):
+            shutil.copy(shutil.which(command, path="/bin:/usr/bin"), os.path.join(self.root, "bin"))
 
     def install(self, *options):
         status, output = run("sh", os.path.join(DEPLOY, "install.sh"), "--root", self.root, *options)

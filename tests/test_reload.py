@@ -82,8 +82,11 @@ class ReloadTests(SynchronousTestCase):
         """
         self.write(text)
         del self.events[:]
+        sent = len(self.sent)
         self.signals.handlers[signal.SIGHUP](signal.SIGHUP, None)
         self.assertEqual(self.events, [], "a signal handler only schedules the reload")
+        self.assertEqual(self.sent[sent:], ["RELOADING=1\nMONOTONIC_USEC=1234567"],
+                         "systemd hears RELOADING=1 from the handler itself")
         self.reactor.runThreadCalls()
         return [(e["log_level"], formatEvent(e)) for e in self.events
                 if e.get("log_namespace", "").startswith("sockservice.service.reload")]

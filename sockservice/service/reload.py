@@ -69,14 +69,20 @@ class ReloadService(service.Service):
         self._signals.signal(self._signals.SIGHUP, self._signals.SIG_IGN)
 
     def _hangUp(self, number, frame):
-        # In the signal handler: only hand over to the reactor.
-        self._reactor.callFromThread(self.reload)
+        # systemd 252 ends a reload as soon as ExecReload's kill has exited,
+        # unless RELOADING=1 has come by then (it then waits for READY=1):
+        # so that goes out from the handler; the reload runs in the reactor.
+        self.notifier.reloading()
+        self._reactor.callFromThread(self._reloadThenReady)
 
     def reload(self):
         """
         Read the config again and apply what it changes, logging what did.
         """
         self.notifier.reloading()
+        self._reloadThenReady()
+
+    def _reloadThenReady(self):
         try:
             self._reload()
         finally:
