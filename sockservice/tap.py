@@ -227,42 +227,47 @@ class Options(OneLineUsageErrors):
     def _readConfigFile(self, path):
         """
         Take each option in the TOML file at C{path} that the command line
-        does not give, checked as the command line would check it.
+        does not give.
         """
-        table = readConfigFile(path)
         given = self._givenOnCommandLine()
         if given & set(LISTENER_OPTIONS):
             # A listener on the command line replaces the file's listeners.
             given |= set(LISTENER_OPTIONS)
-        flags = {flag[0] for flag in self.optFlags}
-        parameters = {parameter[0]: parameter for parameter in self.optParameters}
-        for key, value in table.items():
-            if key not in flags and key != "listen" and (key not in parameters or key == "config"):
-                raise fileError(path, key, "unknown key (see twistd sockservice --help)")
-            if key == "listen":
-                if isinstance(value, str):
-                    value = [value]
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise fileError(path, key, f"must be a list of strings, not {value!r}")
-            elif key in flags:
-                if not isinstance(value, bool):
-                    raise fileError(path, key, f"must be true or false, not {_tomlType(value)}")
-                value = int(value)
-            else:
-                coerce = parameters[key][4] if len(parameters[key]) > 4 else None
-                wanted = int if coerce is not None else str
-                if type(value) is not wanted:
-                    raise fileError(
-                        path, key, f"must be {TOML_TYPES[wanted]}, not {_tomlType(value)}"
-                    )
-                if coerce is not None:
-                    try:
-                        value = coerce(str(value))
-                    except ValueError as e:
-                        raise fileError(path, key, str(e)) from None
+        for key, value in readConfigFile(path).items():
+            value = self._fileValue(path, key, value)
             if key not in given:
                 self[key] = value
                 self.fromFile.add(key)
+
+    def _fileValue(self, path, key, value):
+        """
+        C{value} of C{key} in the config file at C{path}, checked and
+        coerced as the command line would be. A parameter's coercer takes
+        the TOML type it names in its C{tomlType} (a string if none).
+        """
+        if key == "listen":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise fileError(path, key, f"must be a list of strings, not {value!r}")
+            return value
+        if key in {flag[0] for flag in self.optFlags}:
+            if not isinstance(value, bool):
+                raise fileError(path, key, f"must be true or false, not {_tomlType(value)}")
+            return int(value)
+        parameters = {p[0]: p for p in self.optParameters if p[0] != "config"}
+        if key not in parameters:
+            raise fileError(path, key, "unknown key (see twistd sockservice --help)")
+        coerce = parameters[key][4] if len(parameters[key]) > 4 else None
+        wanted = getattr(coerce, "tomlType", str)
+        if type(value) is not wanted:
+            raise fileError(path, key, f"must be {TOML_TYPES[wanted]}, not {_tomlType(value)}")
+        if coerce is None:
+            return value
+        try:
+            return coerce(str(value))
+        except ValueError as e:
+            raise fileError(path, key, str(e)) from None
 
     def _backplane(self):
         if self["backplane"] is None:
