@@ -217,32 +217,54 @@ class ReloadTests(SynchronousTestCase):
 
 
 class SecondSignalTests(SynchronousTestCase):
-    def test_secondSignalAborts(self):
-        """
-        Once stopping, SIGINT or SIGTERM aborts every open connection, with
-        one log line.
-        """
+    def setUp(self):
         from sockservice.modes.greet import GreetFactory
         from tests.support import CapturedLog
 
-        factory = GreetFactory(CapturedLog().log)
-        first, firstTransport = connect(factory)
-        second, secondTransport = connect(factory)
-        reactor = ThreadCallingReactor()
-        signals = FakeSignals()
-        service = SecondSignalService(factory, reactor, signals)
-        service.startService()
-        self.assertEqual(signals.handlers, {})
-        service.stopService()
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        signals.handlers[signal.SIGTERM](signal.SIGTERM, None)
-        self.assertEqual(events, [])
-        reactor.runThreadCalls()
+        self.factory = GreetFactory(CapturedLog().log)
+        self.transports = [connect(self.factory)[1] for _ in range(2)]
+        self.reactor = ThreadCallingReactor()
+        self.signals = FakeSignals()
+        self.reactorStops = []
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self.signals.signal(number, lambda number, frame: self.reactorStops.append(number))
+        self.service = SecondSignalService(self.factory, self.reactor, self.signals)
+        self.service.startService()
+        self.reactor.run()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def signal(self, number):
+        self.signals.handlers[number](number, None)
+
+    def assertAborted(self, name):
+        self.assertEqual(self.events, [], "a signal handler only schedules the abort")
+        self.reactor.runThreadCalls()
         self.assertEqual(
-            [formatEvent(e) for e in events],
-            ["SIGTERM again while stopping: aborting 2 connection(s)"],
+            [formatEvent(e) for e in self.events],
+            [f"{name} again while stopping: aborting 2 connection(s)"],
         )
-        self.assertEqual((firstTransport.disconnected, secondTransport.disconnected), (True, True))
-        self.assertEqual(signals.handlers[signal.SIGINT], signals.handlers[signal.SIGTERM])
+        self.assertEqual([t.disconnected for t in self.transports], [True, True])
+
+    def test_firstToTheReactorThenAbort(self):
+        """
+        The first SIGINT goes to the reactor's handler (it stops); a SIGTERM
+        after it aborts every open connection, with one log line.
+        """
+        self.signal(signal.SIGINT)
+        self.assertEqual(self.reactorStops, [signal.SIGINT])
+        self.assertEqual([t.disconnected for t in self.transports], [False, False])
+        self.signal(signal.SIGTERM)
+        self.assertEqual(self.reactorStops, [signal.SIGINT])
+        self.assertAborted("SIGTERM")
+
+    def test_abortWhenStoppingAnyway(self):
+        """
+        Once the service stops for another reason (collect mode done), the
+        first signal aborts already: the reactor is stopping.
+        """
+        self.service.stopService()
+        self.signal(signal.SIGINT)
+        self.assertEqual(self.reactorStops, [])
+        self.assertAborted("SIGINT")

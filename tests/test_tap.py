@@ -242,6 +242,9 @@ class FakeSignals:
     def signal(self, number, handler):
         self.handlers[number] = handler
 
+    def getsignal(self, number):
+        return self.handlers.get(number, signal.SIG_DFL)
+
 
 def build(options, reactor, openFileLimit=lambda connections: connections, environ={},
           signals=None):

@@ -258,8 +258,11 @@ class SecondSignalProcessTests(TestCase):
         """
         server = startTwistd(self, *LOCAL, "--drain-timeout", "120")
         port = yield server.listening
-        stuck = socket.create_connection(("127.0.0.1", port))
+        stuck = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.addCleanup(stuck.close)
+        # The greeting says the reactor runs, with its signal handlers: it
+        # listens before that.
+        self.assertEqual(stuck.recv(8), b"connect\n")
         stuck.setblocking(False)
         sent = 0
         for _ in range(2000):
