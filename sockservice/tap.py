@@ -257,7 +257,7 @@ class Options(OneLineUsageErrors):
             return int(value)
         parameters = {p[0]: p for p in self.optParameters if p[0] != "config"}
         if key not in parameters:
-            raise fileError(path, key, "unknown key (see twistd sockservice --help)")
+            raise fileError(path, key, "unknown key")
         coerce = parameters[key][4] if len(parameters[key]) > 4 else None
         wanted = getattr(coerce, "tomlType", str)
         if type(value) is not wanted:

@@ -95,13 +95,13 @@ class ConfigFileTests(SynchronousTestCase):
     def test_unknownKey(self):
         self.assertFileError(
             "max-lines = 5\n",
-            f"{self.path}: max-lines: unknown key (see twistd sockservice --help)",
+            f"{self.path}: max-lines: unknown key",
         )
         self.stderr.truncate(0)
         self.stderr.seek(0)
         self.assertFileError(
             'config = "other.toml"\n',
-            f"{self.path}: config: unknown key (see twistd sockservice --help)",
+            f"{self.path}: config: unknown key",
         )
 
     def test_wrongType(self):

@@ -375,6 +375,24 @@ class RealSystemdTests(SynchronousTestCase):
         self.assertNotEqual(self.mainPID(), pid)
         self.assertEqual(self.probe("greet", "12345"), repr(b"hello again\nnoted\n"))
 
+        # A bad config file: one line in the journal naming file and key,
+        # status 2, not restarted.
+        self.sh("cp /etc/sockservice/sockservice.toml /root/good.toml && "
+                "echo 'max-lines = 5' >> /etc/sockservice/sockservice.toml")
+        self.sh("systemctl restart sockservice", check=False)
+        time.sleep(2.5)  # past RestartSec=2: no retry
+        self.assertEqual(
+            self.sh("systemctl show -p ExecMainStatus -p NRestarts -p ActiveState sockservice"),
+            "NRestarts=0\nExecMainStatus=2\nActiveState=failed\n",
+        )
+        self.assertIn(
+            "twistd sockservice: /etc/sockservice/sockservice.toml: max-lines: unknown key "
+            "(see twistd sockservice --help)\n",
+            self.sh("journalctl -u sockservice --no-pager -o cat"),
+        )
+        self.sh("cp /root/good.toml /etc/sockservice/sockservice.toml && "
+                "systemctl restart sockservice")
+
         # Stop drains: the line sent before the stop is acknowledged, then
         # the server closes.
         self.assertEqual(
