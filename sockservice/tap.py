@@ -440,7 +440,7 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
         listener = ListeningService(endpoint, description, factory)
         listener.setServiceParent(top)
         listeners.append(listener)
-    notifier = NotifyService(listeners, environ)
+    notifier = NotifyService(listeners, reactor, environ)
     notifier.setServiceParent(top)
     ReloadService(
         config, lambda: Options.configFrom(config.argv), factory, draining, notifier, reactor,

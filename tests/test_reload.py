@@ -72,6 +72,7 @@ class ReloadTests(SynchronousTestCase):
         notifier._monotonic = lambda: 1234567890
         self.service.privilegedStartService()
         self.service.startService()
+        self.reactor.run()
         self.addCleanup(self.service.stopService)
         return self.reloader.factory
 

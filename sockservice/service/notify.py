@@ -39,7 +39,8 @@ def sendNotification(address, state):
 
 class NotifyService(service.Service):
     """
-    Sends C{READY=1} once every listener is bound, C{RELOADING=1} then
+    Sends C{READY=1} once every listener is bound and C{reactor} runs,
+    C{RELOADING=1} then
     C{READY=1} around a reload, and C{STOPPING=1} when stopping; does
     nothing without NOTIFY_SOCKET. Add it after the listeners so it starts
     after them and stops before them.
@@ -50,10 +51,11 @@ class NotifyService(service.Service):
     log = Logger()
     status = ""
 
-    def __init__(self, listeners, environ=os.environ, send=sendNotification,
+    def __init__(self, listeners, reactor, environ=os.environ, send=sendNotification,
                  monotonic=time.monotonic_ns):
         self.listeners = listeners
         self.address = notifyAddress(environ)
+        self._reactor = reactor
         self._send = send
         self._monotonic = monotonic
         if self.address is None and environ.get("NOTIFY_SOCKET"):
@@ -65,8 +67,13 @@ class NotifyService(service.Service):
     def startService(self):
         service.Service.startService(self)
         if self.address is not None:
-            ports = gatherResults([each.whenListening() for each in self.listeners])
-            ports.addCallback(self._ready)
+            # Ready once the reactor runs too: from then on its signal
+            # handlers are in place, so a stop right away still drains.
+            self._reactor.callWhenRunning(self._whenRunning)
+
+    def _whenRunning(self):
+        ports = gatherResults([each.whenListening() for each in self.listeners])
+        ports.addCallback(self._ready)
 
     def _ready(self, ports):
         addresses = ", ".join(describeAddress(port.getHost()) for port in ports)
