@@ -54,6 +54,25 @@ class Limits:
         self.closeGrace = closeGrace if clock is not None else 0
         self.perHost = Counter()
 
+    def update(self, idleTimeout, maxConnections, maxPerIP, maxBuffer, peers=()):
+        """
+        Change the limits while serving (a reload); C{peers} are the
+        addresses of the connections open now, counted afresh for
+        C{maxPerIP}. A changed idle timeout applies to every connection;
+        turning it on or off, to connections opened from now on.
+        """
+        if idleTimeout and self.idle is not None:
+            self.idle.timeout = idleTimeout
+        elif idleTimeout != self.idleTimeout:
+            self.idle = IdleWatch(self.clock, idleTimeout) if idleTimeout else None
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.maxPerIP = maxPerIP
+        self.perHost = Counter(
+            host for host in map(peerHost, peers) if maxPerIP and host is not None
+        )
+        self.maxBuffer = maxBuffer
+
     def refusal(self, address, connected):
         """
         Why a new connection from C{address} is refused when C{connected}
