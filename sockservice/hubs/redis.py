@@ -1,10 +1,16 @@
 """
 relay across nodes: a hub that relays to this node's clients at once, as
-L{LocalHub} does, and through Redis pub/sub to the clients of every other
-node. Redis being away never stops the local relay: what cannot cross nodes
-meanwhile is counted and logged, and the hub reconnects by itself.
+L{LocalHub} does, and through a Redis stream to the clients of every other
+node. Each node appends its clients' lines to the stream (C{XADD}, trimmed
+to about C{retain} entries) and reads the others' with a blocking C{XREAD}
+from the last entry it has seen, on a connection of its own, so that an
+outage of Redis or of the link delays lines but loses none that Redis still
+has. Redis being away never stops the local relay; lines that could not
+cross nodes, here or on the way, are counted and logged.
 """
 
+from collections import OrderedDict
+from functools import partial
 from itertools import count
 from uuid import uuid4
 
@@ -20,8 +26,22 @@ from zope.interface import implementer
 from sockservice.hubs.envelope import pack, unpack
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.outbox import OUTBOX_LIMIT, Outbox
+from sockservice.hubs.redisurl import RETAIN
 
 CONNECT_TIMEOUT = 10
+#: How long one C{XREAD} waits for entries, in milliseconds; Redis not
+#: answering it within C{CONNECT_TIMEOUT} seconds more is taken as gone.
+BLOCK_MS = 5000
+#: Entries taken per C{XREAD}: bounds what one reply holds in memory.
+READ_COUNT = 1000
+#: Nodes whose last line number is remembered to drop what comes twice.
+MAX_NODES = 4096
+#: Seconds a stopping hub waits for Redis to confirm what it was handed.
+FLUSH_TIMEOUT = 5
+#: The field of a stream entry that holds the envelope.
+FIELD = b"m"
+#: The stream ID before every entry.
+START = b"0-0"
 
 
 def redisEndpoint(reactor, address):
@@ -74,17 +94,8 @@ class _KeepsLostReason:
         super().connectionLost(why)
 
 
-class _Publisher(_KeepsLostReason, txredisapi.RedisProtocol):
+class _Connection(_KeepsLostReason, txredisapi.RedisProtocol):
     pass
-
-
-class _Subscriber(_KeepsLostReason, txredisapi.SubscriberProtocol):
-    """
-    Hands every message on the channel to the hub.
-    """
-
-    def messageReceived(self, pattern, channel, message):
-        self.factory.hub.received(message)
 
 
 class _RedisFactory(protocol.Factory):
@@ -107,41 +118,64 @@ class _RedisFactory(protocol.Factory):
         return proto
 
 
+def streamId(entryId):
+    """
+    A stream entry ID (C{b"MS-SEQ"}) as a tuple that sorts as Redis does.
+    """
+    ms, _, seq = entryId.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
 class RedisHub(service.Service):
     """
-    A hub shared by the relay nodes that publish to and subscribe to
+    A hub shared by the relay nodes that append to and read the stream
     C{channel} on one Redis.
 
-    @ivar node: this node's id in the envelopes it publishes; what comes back
-        with it is not delivered again.
-    @ivar outbox: the L{Outbox} to Redis; its C{lost} and C{lostBytes} count
-        what could not cross nodes.
+    @ivar node: this node's id in the envelopes it appends; what it reads
+        back with it is not delivered again.
+    @ivar outbox: the L{Outbox} to Redis; its C{lostLines} count what could
+        not cross nodes from here.
+    @ivar lastId: the ID of the last stream entry read, from which reading
+        resumes after any outage; L{None} until Redis was first reached.
+    @ivar missed: lines of other nodes known lost on the way here (a gap in
+        a node's line numbers).
+    @ivar resets: times Redis lost entries this node had not read, in a
+        number unknown until their senders' next lines (a restart without
+        persistence).
     """
 
-    def __init__(self, reactor, endpoint, address, channel, log,
-                 node=None, outboxLimit=OUTBOX_LIMIT, retryPolicy=None):
-        self.local = LocalHub()
+    def __init__(self, reactor, endpoint, address, channel, log, node=None,
+                 outboxLimit=OUTBOX_LIMIT, retain=RETAIN, history=0,
+                 retryPolicy=None, flushTimeout=FLUSH_TIMEOUT):
+        self.local = LocalHub(history)
         self.address = address
         self.channel = channel
+        self.retain = retain
         self.log = log
         self.node = node or uuid4().hex[:16].encode()
-        self.outbox = Outbox(channel, outboxLimit, self._lost)
+        self.outbox = Outbox(outboxLimit, self._dropped)
+        self.lastId = None
+        self.missed = 0
+        self.resets = 0
+        self.flushTimeout = flushTimeout
+        self._lines = 0
+        self._lastLines = OrderedDict()
+        self._gapCause = "lost by Redis, trimmed past --backplane-retain, or dropped by that node"
         self._senders = {}
         self._nextSender = count(1).__next__
         self._clock = reactor
         self._preparing = set()
+        self._connections = {}
         self._troubleLogged = False
         self._failedSetups = 0
-        self._backoff = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0)
+        self._backoff = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=5.0, factor=2.0)
         watched = _WatchedEndpoint(endpoint, str(address), self._connectFailed)
         self.clients = [
             ClientService(
-                watched, _RedisFactory(kind, self, reactor), self._retryDelay, reactor, prepare
+                watched, _RedisFactory(_Connection, self, reactor), self._retryDelay,
+                reactor, prepare,
             )
-            for kind, prepare in [
-                (_Publisher, self._preparePublisher),
-                (_Subscriber, self._prepareSubscriber),
-            ]
+            for prepare in (self._prepareWriter, self._prepareReader)
         ]
 
     def join(self, member):
@@ -154,26 +188,55 @@ class RedisHub(service.Service):
 
     def publish(self, sender, data):
         """
-        Deliver C{data} to the other local members now and publish it once
+        Deliver C{data} to the other local members now and append it once
         for the other nodes.
         """
         self.local.publish(sender, data)
-        self.outbox.put(pack(self.node, self._senders.get(sender, 0), data))
+        lines = data.count(b"\n")
+        self._lines += lines
+        self.outbox.put(pack(self.node, self._senders.get(sender, 0), self._lines, data), lines)
 
-    def received(self, message):
+    def received(self, entries):
         """
-        Deliver what another node published to every local member.
+        Deliver what other nodes appended (stream entries, oldest first) to
+        every local member, once each, in one write.
+        """
+        chunks = []
+        for entryId, fields in entries:
+            self.lastId = entryId
+            envelope = self._envelope(fields)
+            if envelope is None or envelope.node == self.node:
+                continue
+            last = self._lastLines.get(envelope.node)
+            if last is not None:
+                if envelope.line <= last:
+                    continue
+                missing = envelope.line - envelope.data.count(b"\n") - last
+                if missing > 0:
+                    self._missing(envelope.node, missing)
+                self._lastLines.move_to_end(envelope.node)
+            elif len(self._lastLines) >= MAX_NODES:
+                self._lastLines.popitem(last=False)
+            self._lastLines[envelope.node] = envelope.line
+            chunks.append(envelope.data)
+        if chunks:
+            self.local.publish(None, b"".join(chunks))
+
+    def _envelope(self, fields):
+        """
+        The L{Envelope} in an entry's fields, or L{None} (logged) if the
+        entry is not one of ours.
         """
         try:
-            envelope = unpack(message)
+            if len(fields) != 2 or fields[0] != FIELD:
+                raise ValueError(f"not a sockservice entry: {fields[:2]!r:.60}")
+            return unpack(fields[1])
         except ValueError as e:
             self.log.warn(
-                "foreign", "ignored a message on {channel}: {problem}",
+                "foreign", "ignored an entry in {channel}: {problem}",
                 channel=self.channel, problem=str(e),
             )
-            return
-        if envelope.node != self.node:
-            self.local.publish(None, envelope.data)
+            return None
 
     def startService(self):
         service.Service.startService(self)
@@ -182,8 +245,18 @@ class RedisHub(service.Service):
 
     @inlineCallbacks
     def stopService(self):
+        """
+        Wait up to C{flushTimeout} seconds for Redis to confirm every line
+        this node was handed (so stop the listeners and drain the clients
+        first), count what is left as lost, then disconnect.
+        """
         service.Service.stopService(self)
-        self.log.stop()
+        if self.outbox.size:
+            try:
+                yield self.outbox.whenEmpty().addTimeout(self.flushTimeout, self._clock)
+            except TimeoutError:
+                pass
+        self.outbox.abandon()
         # A ClientService stopped while a connection is being prepared hears
         # of its loss only once stopped, which it cannot take: close those
         # connections first and let their preparation end.
@@ -193,6 +266,24 @@ class RedisHub(service.Service):
             yield lost
         yield deferLater(self._clock, 0, lambda: None)
         yield gatherResults([client.stopService() for client in self.clients])
+        self.log.stop()
+        if self.outbox.lostLines or self.missed or self.resets:
+            self.log.logger.warn(
+                "Redis backplane {address} stopped: {tally}",
+                address=str(self.address), tally=self.tally(),
+            )
+
+    def tally(self):
+        """
+        What could not cross nodes so far, in words.
+        """
+        text = (
+            f"{self.outbox.lostLines} lines from this node could not cross nodes, "
+            f"{self.missed} lines from other nodes were lost on the way"
+        )
+        if self.resets:
+            text += f", Redis lost unread lines {self.resets} times (number unknown)"
+        return text
 
     def _ready(self, proto, command):
         """
@@ -258,36 +349,154 @@ class RedisHub(service.Service):
     def _retryDelay(self, attempt):
         return self._backoff(max(attempt, self._failedSetups))
 
-    def _preparePublisher(self, proto):
+    def _watch(self, proto, role):
+        self._connections[role] = proto
+        proto.whenDisconnected().addCallback(lambda _: self._disconnected(role))
+
+    def _prepareWriter(self, proto):
         def attach(pong):
-            proto.whenDisconnected().addCallback(lambda _: self._disconnected("publisher"))
-            self.outbox.attach(proto)
+            self._watch(proto, "writer")
+            self.outbox.attach(partial(self._append, proto))
             self._troubleLogged = False
             self.log.logger.info(
-                "Redis backplane {address} connected: publishing on {channel} "
-                "as node {node} ({lost} messages, {lostBytes} bytes could not "
-                "cross nodes so far)",
+                "Redis backplane {address} connected: appending to {channel} "
+                "as node {node} ({tally} so far)",
                 address=str(self.address), channel=self.channel,
-                node=self.node.decode(), lost=self.outbox.lost,
-                lostBytes=self.outbox.lostBytes,
+                node=self.node.decode(), tally=self.tally(),
             )
 
         # PING: connected only once Redis has answered (a TLS handshake, for
         # one, is not done when the connection is made).
         return self._ready(proto, lambda: proto.ping().addCallback(attach))
 
-    def _prepareSubscriber(self, proto):
-        def watch(subscribed):
-            proto.whenDisconnected().addCallback(lambda _: self._disconnected("subscriber"))
-            self.log.logger.info(
-                "Redis backplane {address}: subscribed to {channel}",
-                address=str(self.address), channel=self.channel,
-            )
+    def _append(self, proto, message):
+        return proto.execute_command(
+            b"XADD", self.channel, b"MAXLEN", b"~", self.retain, b"*", FIELD, message
+        )
 
-        return self._ready(proto, lambda: proto.subscribe(self.channel).addCallback(watch))
+    def _prepareReader(self, proto):
+        def read(positioned):
+            self._watch(proto, "reader")
+            self.log.logger.info(
+                "Redis backplane {address}: reading {channel} after entry {lastId}",
+                address=str(self.address), channel=self.channel,
+                lastId=self.lastId.decode(),
+            )
+            self._read(proto)
+
+        return self._ready(proto, lambda: self._position(proto).addCallback(read))
+
+    @inlineCallbacks
+    def _position(self, proto):
+        """
+        Decide where reading resumes: where this node left off, unless Redis
+        lost that entry (then say so); on the first connection, at the
+        stream's newest entry, after taking the history from before it.
+        """
+        try:
+            info = yield proto.execute_command(b"XINFO", b"STREAM", self.channel)
+        except txredisapi.ResponseError as e:
+            if "no such key" not in str(e):
+                raise
+            stream = {}
+        else:
+            stream = dict(zip(info[::2], info[1::2]))
+        newest = stream.get(b"last-generated-id")
+        if self.lastId is None:
+            self.lastId = newest or START
+            if newest and self.local.history is not None:
+                yield self._seedHistory(proto, newest)
+        elif self.lastId == START:
+            pass
+        elif newest is None:
+            self._lostUnread("the stream is gone")
+            self.lastId = START
+        elif streamId(newest) < streamId(self.lastId):
+            self._lostUnread(f"its newest entry is now {newest.decode()}")
+            self.lastId = newest
+        else:
+            still = yield proto.execute_command(
+                b"XRANGE", self.channel, self.lastId, self.lastId
+            )
+            # Redis 7 says up to which entry it trimmed (or deleted).
+            deleted = stream.get(b"max-deleted-entry-id")
+            if still or deleted is None:
+                pass
+            elif streamId(deleted) < streamId(self.lastId):
+                self._lostUnread("that entry is gone, not trimmed")
+            elif deleted != self.lastId:
+                self._gapCause = (
+                    f"trimmed past --backplane-retain {self.retain} before this node read them"
+                )
+
+    @inlineCallbacks
+    def _seedHistory(self, proto, newest):
+        entries = yield proto.execute_command(
+            b"XREVRANGE", self.channel, newest, b"-", b"COUNT", self.local.history.size
+        )
+        envelopes = (self._envelope(fields) for entryId, fields in reversed(entries))
+        self.local.history.seed([envelope.data for envelope in envelopes if envelope])
+
+    def _lostUnread(self, why):
+        self.resets += 1
+        self._gapCause = "lost by Redis"
+        self.log.logger.warn(
+            "the Redis backplane {address} lost entries of {channel} ({why}; "
+            "restarted without persistence?): lines other nodes appended after "
+            "entry {lastId}, if any, never reach this node; each sender's loss "
+            "is counted when its next line arrives",
+            address=str(self.address), channel=self.channel, why=why,
+            lastId=self.lastId.decode(),
+        )
+
+    def _read(self, proto):
+        if not (self.running and proto.connected):
+            return
+        reading = proto.execute_command(
+            b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", BLOCK_MS, b"STREAMS",
+            self.channel, self.lastId, apply_timeout=False,
+        )
+        silence = self._clock.callLater(BLOCK_MS / 1000 + CONNECT_TIMEOUT, self._silent)
+        reading.addBoth(self._heard, silence)
+        reading.addCallbacks(self._entriesRead, self._readFailed, (proto,), None, (proto,))
+
+    def _heard(self, result, silence):
+        if silence.active():
+            silence.cancel()
+        return result
+
+    def _entriesRead(self, reply, proto):
+        for channel, entries in reply or ():
+            self.received(entries)
+        self._read(proto)
+
+    def _readFailed(self, reason, proto):
+        if reason.check(txredisapi.ConnectionError):
+            return
+        self._failedSetups += 1
+        self.log.warn(
+            "read refused", "Redis backplane {address} refused to read {channel} "
+            "({problem}): reconnecting", address=str(self.address),
+            channel=self.channel, problem=reason.getErrorMessage(),
+        )
+        proto.transport.abortConnection()
+
+    def _silent(self):
+        """
+        Redis has not answered a read for longer than it was asked to block:
+        it is hung, or the network between is; start both connections again
+        (what was appended and not confirmed is appended again).
+        """
+        self.log.logger.warn(
+            "Redis backplane {address} did not answer for {seconds:g} seconds: reconnecting",
+            address=str(self.address), seconds=BLOCK_MS / 1000 + CONNECT_TIMEOUT,
+        )
+        for proto in list(self._connections.values()):
+            proto.transport.abortConnection()
 
     def _disconnected(self, role):
-        if role == "publisher":
+        del self._connections[role]
+        if role == "writer":
             self.outbox.detach()
         if self.running:
             self.log.logger.warn(
@@ -301,12 +510,26 @@ class RedisHub(service.Service):
             self._troubleLogged = True
             self._unreachable(reason)
 
-    def _lost(self, nbytes):
+    def _missing(self, node, lines):
+        self.missed += lines
+        self.log.warn(
+            "lost on the way", "lost {lines} lines from node {node} on the way ({cause}); "
+            "{missed} lines from other nodes lost so far",
+            lines=lines, node=node.decode("utf-8", "replace"), cause=self._gapCause,
+            missed=self.missed,
+        )
+
+    def _dropped(self, lines, nbytes, why):
+        if why == "full":
+            why = f"Redis backplane away or slow, outbox of {self.outbox.limit} bytes full"
+        elif why == "stopping":
+            why = "not confirmed by Redis when the node stopped"
+        else:
+            why = f"Redis refused it: {why}"
         if self.log.take("not relayed to other nodes", 1, nbytes):
             self.log.logger.warn(
-                "not relayed to other nodes: {nbytes} bytes (Redis backplane away "
-                "or slow, outbox of {limit} bytes full; {lost} messages, "
-                "{lostBytes} bytes so far)",
-                nbytes=nbytes, limit=self.outbox.limit, lost=self.outbox.lost,
+                "not relayed to other nodes: {lines} lines, {nbytes} bytes ({why}; "
+                "{lost} lines, {lostBytes} bytes so far)",
+                lines=lines, nbytes=nbytes, why=why, lost=self.outbox.lostLines,
                 lostBytes=self.outbox.lostBytes,
             )
