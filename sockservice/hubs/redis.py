@@ -282,7 +282,7 @@ class RedisHub(service.Service):
             f"{self.missed} lines from other nodes were lost on the way"
         )
         if self.resets:
-            text += f", Redis lost unread lines {self.resets} times (number unknown)"
+            text += f", Redis lost the stream {self.resets} times"
         return text
 
     def _ready(self, proto, command):
@@ -426,7 +426,8 @@ class RedisHub(service.Service):
                 self._lostUnread("that entry is gone, not trimmed")
             elif deleted != self.lastId:
                 self._gapCause = (
-                    f"trimmed past --backplane-retain {self.retain} before this node read them"
+                    f"trimmed past --backplane-retain {self.retain} before this node "
+                    "read them, or dropped by that node"
                 )
 
     @inlineCallbacks
@@ -439,7 +440,6 @@ class RedisHub(service.Service):
 
     def _lostUnread(self, why):
         self.resets += 1
-        self._gapCause = "lost by Redis"
         self.log.logger.warn(
             "the Redis backplane {address} lost entries of {channel} ({why}; "
             "restarted without persistence?): lines other nodes appended after "
