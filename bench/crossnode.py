@@ -1,8 +1,9 @@
 """
 Cross-node relay figures: deliveries per second and latency between two relay
-nodes on one Redis, next to one node without a backplane, on this machine.
+nodes on one Redis stream, next to one node without a backplane, on this
+machine, at each window in one run, with the cross-node to single-node ratio.
 
-    .venv/bin/python bench/crossnode.py [--senders 4] [--receivers 8] [--window 16] [--seconds 5]
+    .venv/bin/python bench/crossnode.py [--senders 4] [--receivers 8] [--windows 1 16] [--seconds 5]
 
 Self-contained: starts its own redis-server (Debian's package) on a free
 loopback port, and the relay nodes with the twistd beside this interpreter;
@@ -23,8 +24,9 @@ import sys
 import tempfile
 import time
 
+ACROSS = "across nodes (send on one, receive on two)"
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
-SUBSCRIBED = b"subscribed to"
+READING = b": reading "
 
 
 def freePort():
@@ -75,7 +77,7 @@ class Processes:
         ])
         port = int(waitFor(process, logPath, LISTENING).group(1))
         if args:
-            waitFor(process, logPath, SUBSCRIBED)
+            waitFor(process, logPath, READING)
         return port
 
     def stop(self):
@@ -167,8 +169,8 @@ class Driver:
             self._fill(sender)
 
 
-def measure(name, senderPort, receiverPort, options):
-    driver = Driver(senderPort, receiverPort, options.senders, options.receivers, options.window)
+def measure(name, senderPort, receiverPort, options, window):
+    driver = Driver(senderPort, receiverPort, options.senders, options.receivers, window)
     elapsed = driver.run(options.seconds)
     latencies = sorted(driver.latencies) or [0]
     return (
@@ -184,7 +186,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--receivers", type=int, default=8)
-    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--windows", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=5.0)
     options = parser.parse_args()
     redisServer = shutil.which("redis-server")
@@ -202,21 +204,28 @@ def main():
         single = processes.relay("single")
         one = processes.relay("one", *backplane)
         two = processes.relay("two", *backplane)
-        rows = [
-            measure("one node, no backplane", single, single, options),
-            measure("one node of two, with Redis", one, one, options),
-            measure("across nodes (send on one, receive on two)", one, two, options),
-        ]
+        rows = []
+        for window in options.windows:
+            rows += [
+                (window,) + measure("one node, no backplane", single, single, options, window),
+                (window,) + measure("one node of two, with Redis", one, one, options, window),
+                (window,) + measure(ACROSS, one, two, options, window),
+            ]
     finally:
         processes.stop()
+    version = subprocess.run([redisServer, "--version"], capture_output=True).stdout.split()[2]
     print(
-        f"{options.senders} senders, {options.receivers} receivers, window "
-        f"{options.window}, {options.seconds:g}s each, redis-server "
-        f"{subprocess.run([redisServer, '--version'], capture_output=True).stdout.split()[2].decode()}"
+        f"{options.senders} senders, {options.receivers} receivers, "
+        f"{options.seconds:g}s each, redis-server {version.decode()} (Redis streams)"
     )
-    print(f"{'scenario':45} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'out of order':>13}")
-    for name, rate, p50, p99, bad in rows:
-        print(f"{name:45} {rate:13.0f} {p50:8.2f} {p99:8.2f} {bad:13d}")
+    print(f"{'window':>6} {'scenario':45} {'deliveries/s':>13} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'out of order':>13}")
+    for window, name, rate, p50, p99, bad in rows:
+        print(f"{window:6d} {name:45} {rate:13.0f} {p50:8.2f} {p99:8.2f} {bad:13d}")
+    for window in options.windows:
+        rates = {name: rate for w, name, rate, *_ in rows if w == window}
+        print(f"window {window}: across nodes / one node = "
+              f"{rates[ACROSS] / rates['one node, no backplane']:.2f}")
 
 
 if __name__ == "__main__":

@@ -222,6 +222,7 @@ class CrossNodeTests(TestCase):
         sent = yield sender.done
         got = yield receiveWithin(c, len(numbered(1, sent)), 20)
         self.assertNumbered(got, 1, sent)
+        yield backplaneUp([one, two], 2)
         for node in (one, two):
             self.assertEqual(node.output.count(b"restarted without persistence?"), 1)
             self.assertEqual(node.output.count(b"connected: appending to"), 2)
