@@ -18,6 +18,7 @@ import os
 import re
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -192,6 +193,8 @@ def main():
     redisServer = shutil.which("redis-server")
     if redisServer is None:
         raise SystemExit("crossnode: redis-server is not installed (apt-get install redis-server)")
+    # Stopped with SIGTERM, still stop the servers it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     processes = Processes()
     try:
         redisPort = freePort()

@@ -128,3 +128,6 @@ class OutboxTests(SynchronousTestCase):
         self.assertEqual((self.outbox.size, self.outbox.lostLines), (0, 2))
         self.assertEqual(self.losses, [(2, 3, "stopping")])
         self.assertFalse(self.outbox.attached)
+        self.outbox.put(b"f", 1)
+        self.assertEqual(self.losses[-1], (1, 1, "stopping"))
+        self.assertEqual(self.outbox.size, 0)

@@ -157,7 +157,8 @@ class RedisHubTests(SynchronousTestCase):
         """
         A chunk goes to the other local members at once and, once, to the
         stream with this node's id, the sender's number and the node's
-        number of its last line.
+        number of its last line; chunks of one reactor turn make one entry
+        (sender 0 if from several).
         """
         a, b, c = Member(), Member(), Member()
         for member in (a, b, c):
@@ -165,12 +166,34 @@ class RedisHubTests(SynchronousTestCase):
         self.start()
         writer, wt, reader, rt = self.connectBoth()
         self.hub.publish(b, b"\x00\xff\r\n2\n")
+        self.assertEqual((a.got, b.got, c.got), ([b"\x00\xff\r\n2\n"], [], [b"\x00\xff\r\n2\n"]))
+        self.assertEqual(received(wt), b"")
+        self.clock.advance(0)
+        self.assertEqual(received(wt), xadd(pack(NODE, 2, 2, b"\x00\xff\r\n2\n")))
         self.hub.publish(a, b"3\n")
-        self.assertEqual((a.got, b.got, c.got), ([b"\x00\xff\r\n2\n"], [b"3\n"], [b"\x00\xff\r\n2\n", b"3\n"]))
+        self.hub.publish(a, b"4\n")
+        self.clock.advance(0)
+        self.hub.publish(a, b"5\n")
+        self.hub.publish(c, b"6\n")
+        self.clock.advance(0)
         self.assertEqual(
             received(wt),
-            xadd(pack(NODE, 2, 2, b"\x00\xff\r\n2\n")) + xadd(pack(NODE, 1, 3, b"3\n")),
+            xadd(pack(NODE, 1, 4, b"3\n4\n")) + xadd(pack(NODE, 0, 6, b"5\n6\n")),
         )
+        self.assertEqual(b.got, [b"3\n", b"4\n", b"5\n", b"6\n"])
+
+    def test_batchBounded(self):
+        """
+        A turn's entry grows to BATCH_BYTES and one read more at most.
+        """
+        self.start()
+        writer, wt, reader, rt = self.connectBoth()
+        big = b"x" * 40000 + b"\n"
+        for n in range(3):
+            self.hub.publish(None, big)
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 2, big + big)))
+        self.clock.advance(0)
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 3, big)))
 
     def test_othersOnceInOrderOwnNever(self):
         """
@@ -286,6 +309,7 @@ class RedisHubTests(SynchronousTestCase):
         self.endpoint.refuse()
         for n in range(4):
             self.hub.publish(a, b"%d" % n * 20 + b"\n" + b"%d" % n * 10 + b"\n")
+            self.clock.advance(0)
         self.assertEqual(len(b.got), 4)
         self.assertEqual(
             (self.hub.outbox.lost, self.hub.outbox.lostLines, self.hub.outbox.lostBytes),
@@ -312,6 +336,7 @@ class RedisHubTests(SynchronousTestCase):
         self.start()
         writer, wt, reader, rt = self.connectBoth()
         self.hub.publish(None, b"x\n")
+        self.clock.advance(0)
         writer.dataReceived(b"-OOM command not allowed when used memory > 'maxmemory'.\r\n")
         self.assertEqual(self.hub.outbox.lostLines, 1)
         self.assertEqual(
@@ -332,6 +357,7 @@ class RedisHubTests(SynchronousTestCase):
         writer, wt, reader, rt = self.connectBoth()
         reader.dataReceived(entries((b"7-0", pack(OTHER, 1, 1, b"before\n"))))
         self.hub.publish(a, b"1\n")
+        self.clock.advance(0)
         self.lose(writer, reader)
         self.hub.publish(a, b"2\n")
         self.assertEqual(self.endpoint.attempts, [])
@@ -427,8 +453,8 @@ class RedisHubTests(SynchronousTestCase):
         self.assertEqual(
             self.captured.messages()[-1],
             "lost 42 lines from node othernode0000000 on the way (trimmed past "
-            "--backplane-retain 100000 before this node read them); 42 lines from "
-            "other nodes lost so far",
+            "--backplane-retain 100000 before this node read them, or dropped by that "
+            "node); 42 lines from other nodes lost so far",
         )
 
     def test_firstConnectionTakesHistoryThenReadsOn(self):
@@ -464,6 +490,8 @@ class RedisHubTests(SynchronousTestCase):
         """
         self.start()
         writer, wt, reader, rt = self.connectBoth()
+        self.clock.advance(10)
+        reader.dataReceived(reply(None))
         self.clock.advance(5 + CONNECT_TIMEOUT - 1)
         self.assertFalse(rt.disconnecting)
         self.clock.advance(1)
@@ -472,6 +500,14 @@ class RedisHubTests(SynchronousTestCase):
             "Redis backplane redis://127.0.0.1:6379 did not answer for 15 seconds: reconnecting",
             self.captured.messages(),
         )
+
+    def test_lostReaderNotWatched(self):
+        self.start()
+        writer, wt, reader, rt = self.connectBoth()
+        self.lose(reader)
+        self.clock.advance(60)
+        self.assertFalse(wt.disconnecting)
+        self.assertNotIn("did not answer", " ".join(self.captured.messages()))
 
     def test_noAnswerTimesOut(self):
         """

@@ -21,13 +21,21 @@ class Envelope(NamedTuple):
     data: bytes
 
 
+def prefix(node):
+    """
+    How every envelope from C{node} starts: a node skips its own entries by
+    it without unpacking them.
+    """
+    return b"%s %s " % (MAGIC, node)
+
+
 def pack(node, sender, line, data):
     """
-    Wrap C{data} from local client number C{sender} of node C{node} (a token
-    without spaces or line breaks), whose last line is that node's line
-    number C{line}.
+    Wrap C{data} from local client number C{sender} (0: several) of node
+    C{node} (a token without spaces or line breaks), whose last line is that
+    node's line number C{line}.
     """
-    return b"%s %s %d %d\n%s" % (MAGIC, node, sender, line, data)
+    return b"%s%d %d\n%s" % (prefix(node), sender, line, data)
 
 
 def unpack(message):

@@ -40,6 +40,7 @@ class Outbox:
         self._connection = 0
         self._onLost = onLost
         self._emptied = []
+        self._abandoned = False
 
     @property
     def attached(self):
@@ -51,6 +52,9 @@ class Outbox:
         it; drop it if it does not fit.
         """
         nbytes = len(message)
+        if self._abandoned:
+            self._lose(lines, nbytes, "stopping")
+            return
         if self.size + nbytes > self.limit:
             self._lose(lines, nbytes, "full")
             return
@@ -94,8 +98,10 @@ class Outbox:
 
     def abandon(self):
         """
-        Count everything not yet confirmed as lost: the node is stopping.
+        Count everything not yet confirmed as lost, and all that comes
+        later: the node is stopping.
         """
+        self._abandoned = True
         self.detach()
         while self._held:
             message, lines = self._held.popleft()

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from zope.interface import implementer
 
-from sockservice.hubs.envelope import pack, unpack
+from sockservice.hubs.envelope import pack, prefix, unpack
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.outbox import OUTBOX_LIMIT, Outbox
 from sockservice.hubs.redisurl import RETAIN
@@ -38,6 +38,8 @@ READ_COUNT = 1000
 MAX_NODES = 4096
 #: Seconds a stopping hub waits for Redis to confirm what it was handed.
 FLUSH_TIMEOUT = 5
+#: Bytes of reads gathered into one entry, at most (plus one read).
+BATCH_BYTES = 65536
 #: The field of a stream entry that holds the envelope.
 FIELD = b"m"
 #: The stream ID before every entry.
@@ -159,6 +161,10 @@ class RedisHub(service.Service):
         self.resets = 0
         self.flushTimeout = flushTimeout
         self._lines = 0
+        self._ownPrefix = prefix(self.node)
+        self._batch = []
+        self._batchSize = 0
+        self._batchSender = 0
         self._lastLines = OrderedDict()
         self._gapCause = "lost by Redis, trimmed past --backplane-retain, or dropped by that node"
         self._senders = {}
@@ -166,6 +172,7 @@ class RedisHub(service.Service):
         self._clock = reactor
         self._preparing = set()
         self._connections = {}
+        self._silence = None
         self._troubleLogged = False
         self._failedSetups = 0
         self._backoff = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=5.0, factor=2.0)
@@ -188,13 +195,30 @@ class RedisHub(service.Service):
 
     def publish(self, sender, data):
         """
-        Deliver C{data} to the other local members now and append it once
-        for the other nodes.
+        Deliver C{data} to the other local members now, and append it once
+        for the other nodes with whatever else is published in this reactor
+        turn (up to L{BATCH_BYTES}): one entry, one command and one reply
+        for many reads under load.
         """
         self.local.publish(sender, data)
+        if not self._batch:
+            self._clock.callLater(0, self._appendBatch)
+            self._batchSender = self._senders.get(sender, 0)
+        elif self._batchSender != self._senders.get(sender, 0):
+            self._batchSender = 0
+        self._batch.append(data)
+        self._batchSize += len(data)
+        if self._batchSize >= BATCH_BYTES:
+            self._appendBatch()
+
+    def _appendBatch(self):
+        if not self._batch:
+            return
+        data = b"".join(self._batch)
+        self._batch, self._batchSize = [], 0
         lines = data.count(b"\n")
         self._lines += lines
-        self.outbox.put(pack(self.node, self._senders.get(sender, 0), self._lines, data), lines)
+        self.outbox.put(pack(self.node, self._batchSender, self._lines, data), lines)
 
     def received(self, entries):
         """
@@ -202,8 +226,11 @@ class RedisHub(service.Service):
         every local member, once each, in one write.
         """
         chunks = []
+        own = self._ownPrefix
         for entryId, fields in entries:
             self.lastId = entryId
+            if fields[1:] and fields[1].startswith(own):
+                continue
             envelope = self._envelope(fields)
             if envelope is None or envelope.node == self.node:
                 continue
@@ -251,6 +278,7 @@ class RedisHub(service.Service):
         first), count what is left as lost, then disconnect.
         """
         service.Service.stopService(self)
+        self._appendBatch()
         if self.outbox.size:
             try:
                 yield self.outbox.whenEmpty().addTimeout(self.flushTimeout, self._clock)
@@ -456,14 +484,14 @@ class RedisHub(service.Service):
             b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", BLOCK_MS, b"STREAMS",
             self.channel, self.lastId, apply_timeout=False,
         )
-        silence = self._clock.callLater(BLOCK_MS / 1000 + CONNECT_TIMEOUT, self._silent)
-        reading.addBoth(self._heard, silence)
+        # One timer per connection, pushed back at each read (cheap: the
+        # reactor re-sorts it only when it comes due).
+        timeout = BLOCK_MS / 1000 + CONNECT_TIMEOUT
+        if self._silence is None:
+            self._silence = self._clock.callLater(timeout, self._silent)
+        else:
+            self._silence.reset(timeout)
         reading.addCallbacks(self._entriesRead, self._readFailed, (proto,), None, (proto,))
-
-    def _heard(self, result, silence):
-        if silence.active():
-            silence.cancel()
-        return result
 
     def _entriesRead(self, reply, proto):
         for channel, entries in reply or ():
@@ -487,6 +515,7 @@ class RedisHub(service.Service):
         it is hung, or the network between is; start both connections again
         (what was appended and not confirmed is appended again).
         """
+        self._silence = None
         self.log.logger.warn(
             "Redis backplane {address} did not answer for {seconds:g} seconds: reconnecting",
             address=str(self.address), seconds=BLOCK_MS / 1000 + CONNECT_TIMEOUT,
@@ -498,6 +527,9 @@ class RedisHub(service.Service):
         del self._connections[role]
         if role == "writer":
             self.outbox.detach()
+        elif self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
         if self.running:
             self.log.logger.warn(
                 "lost the Redis backplane {address} ({role}): relaying locally "
