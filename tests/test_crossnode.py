@@ -183,8 +183,8 @@ class CrossNodeTests(TestCase):
         yield redis.start()
         yield backplaneUp([one, two], 2)
         yield one.logged(
-            b"(1 lines from this node could not cross nodes, 0 lines from other nodes "
-            b"were lost on the way"
+            b"(1 lines from this node not appended to Redis, 0 lines from other nodes "
+            b"lost on the way here"
         )
         a.send(b"back\n")
         yield receiveUntil(c, b"back\n")

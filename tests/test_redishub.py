@@ -328,8 +328,8 @@ class RedisHubTests(SynchronousTestCase):
         )
         self.assertEqual(
             self.hub.tally(),
-            "6 lines from this node could not cross nodes, 0 lines from other nodes "
-            "were lost on the way",
+            "6 lines from this node not appended to Redis, 0 lines from other nodes "
+            "lost on the way here",
         )
 
     def test_refusedAppendCounted(self):
@@ -562,8 +562,8 @@ class RedisHubTests(SynchronousTestCase):
         self.assertEqual(self.hub.outbox.lostLines, 2)
         self.assertEqual(
             self.captured.messages()[-1],
-            "Redis backplane redis://127.0.0.1:6379 stopped: 2 lines from this node could "
-            "not cross nodes, 0 lines from other nodes were lost on the way",
+            "Redis backplane redis://127.0.0.1:6379 stopped: 2 lines from this node not "
+            "appended to Redis, 0 lines from other nodes lost on the way here",
         )
 
     def test_stopWhilePreparing(self):

@@ -303,11 +303,13 @@ class RedisHub(service.Service):
 
     def tally(self):
         """
-        What could not cross nodes so far, in words.
+        What is known lost across nodes so far, in words. A node knows what
+        it could not append; what Redis lost after appending, the readers
+        count.
         """
         text = (
-            f"{self.outbox.lostLines} lines from this node could not cross nodes, "
-            f"{self.missed} lines from other nodes were lost on the way"
+            f"{self.outbox.lostLines} lines from this node not appended to Redis, "
+            f"{self.missed} lines from other nodes lost on the way here"
         )
         if self.resets:
             text += f", Redis lost the stream {self.resets} times"
