@@ -14,6 +14,7 @@ stops after --seconds.
 """
 
 import argparse
+import itertools
 import os
 import re
 import selectors
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 
+SCENARIOS = itertools.count()
 ACROSS = "across nodes (send on one, receive on two)"
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 READING = b": reading "
@@ -106,6 +108,7 @@ class Driver:
         self.latencies = []
         self.deliveries = 0
         self.bad = 0
+        self.tag = b"#m%d" % next(SCENARIOS)
 
     def _connect(self, port):
         sock = socket.create_connection(("127.0.0.1", port))
@@ -142,7 +145,8 @@ class Driver:
         base = min(seen[sender] for seen in self.seen)
         lines = []
         while self.next[sender] - base < self.window:
-            lines.append(b"#m:%d:%d:%d\n" % (sender, self.next[sender], time.perf_counter_ns()))
+            lines.append(b"%s:%d:%d:%d\n" % (
+                self.tag, sender, self.next[sender], time.perf_counter_ns()))
             self.next[sender] += 1
         if lines:
             self.senders[sender].sendall(b"".join(lines))
@@ -155,10 +159,13 @@ class Driver:
         touched = set()
         for line in lines:
             try:
-                _, sender, seq, sent = line.split(b":")
+                tag, sender, seq, sent = line.split(b":")
                 sender, seq = int(sender), int(seq)
             except ValueError:
                 self.bad += 1
+                continue
+            if tag != self.tag:
+                # An earlier scenario's line, still crossing nodes.
                 continue
             if seq != seen[sender]:
                 self.bad += 1

@@ -109,8 +109,8 @@ class Options(OneLineUsageErrors):
          f"do not reach other nodes and are counted [default: {OUTBOX_LIMIT}]",
          wholeNumber("backplane-outbox", 0)],
         ["backplane-retain", None, None,
-         "relay: entries the Redis stream keeps, about; a node away for longer "
-         f"than that many lines misses the oldest [default: {RETAIN}]",
+         "relay: entries the Redis stream keeps, about: how far behind a node "
+         f"that was away can catch up [default: {RETAIN}]",
          wholeNumber("backplane-retain", 1)],
         ["history", None, 0,
          "relay: lines a client gets on joining, the last relayed (with --backplane, "

@@ -12,13 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.redis import RedisHub
-from sockservice.tap import Options, makeHub
-
-
-def parse(*argv):
-    options = Options()
-    options.parseOptions(list(argv))
-    return options
+from sockservice.tap import makeHub
+from tests.test_tap import OptionsTests, parse
 
 
 class BackplaneOptionsTests(SynchronousTestCase):
@@ -26,19 +21,7 @@ class BackplaneOptionsTests(SynchronousTestCase):
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
 
-    def assertUsageError(self, argv, message):
-        """
-        Exit status 2 and exactly one line on stderr.
-        """
-        with self.assertRaises(SystemExit) as caught:
-            parse(*argv)
-        self.assertEqual(caught.exception.code, 2)
-        self.assertEqual(
-            self.stderr.getvalue(),
-            f"twistd sockservice: {message} (see twistd sockservice --help)\n",
-        )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
+    assertUsageError = OptionsTests.assertUsageError
 
     def test_defaults(self):
         options = parse("-m", "relay", "--backplane", "redis://h")

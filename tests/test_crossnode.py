@@ -115,6 +115,21 @@ class CrossNodeTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
+    def sendAcross(self, redisArgs=(), nodeArgs=()):
+        """
+        A redis-server with C{redisArgs}, two nodes on it with C{nodeArgs},
+        and a client on each; fire with all five once the backplane is up.
+        Each node's C{port} is the one it listens on.
+        """
+        redis = yield startRedis(self, *redisArgs)
+        one, one.port = yield startNode(self, redis, *nodeArgs)
+        two, two.port = yield startNode(self, redis, *nodeArgs)
+        yield backplaneUp([one, two])
+        a = yield connectClient(self, one.port)
+        c = yield connectClient(self, two.port)
+        return redis, one, two, a, c
+
+    @inlineCallbacks
     def test_exactBytesAndOrderAcrossNodes(self):
         """
         Every line reaches the clients of both nodes byte for byte and in
@@ -208,12 +223,7 @@ class CrossNodeTests(TestCase):
         order, once; both nodes say Redis lost its stream and neither counts
         a lost line.
         """
-        redis = yield startRedis(self)
-        one, onePort = yield startNode(self, redis)
-        two, twoPort = yield startNode(self, redis)
-        yield backplaneUp([one, two])
-        a = yield connectClient(self, onePort)
-        c = yield connectClient(self, twoPort)
+        redis, one, two, a, c = yield self.sendAcross()
         sender = NumberedSender(a, 10)
         yield sleep(3)
         yield redis.kill()
@@ -249,12 +259,7 @@ class CrossNodeTests(TestCase):
         comes, so its client gets an unbroken run of the lines sent after
         it came back, nothing from before and nothing twice.
         """
-        redis = yield startRedis(self)
-        one, onePort = yield startNode(self, redis)
-        two, twoPort = yield startNode(self, redis)
-        yield backplaneUp([one, two])
-        a = yield connectClient(self, onePort)
-        c = yield connectClient(self, twoPort)
+        redis, one, two, a, c = yield self.sendAcross()
         sender = NumberedSender(a, 4)
         yield sleep(1)
         yield two.stop()
@@ -282,13 +287,8 @@ class CrossNodeTests(TestCase):
         meanwhile, and node two gets every line once, in order, when Redis
         wakes; nobody reconnects or counts a loss.
         """
-        redis = yield startRedis(self, "--enable-debug-command", "yes")
-        one, onePort = yield startNode(self, redis)
-        two, twoPort = yield startNode(self, redis)
-        yield backplaneUp([one, two])
-        a = yield connectClient(self, onePort)
-        b = yield connectClient(self, onePort)
-        c = yield connectClient(self, twoPort)
+        redis, one, two, a, c = yield self.sendAcross(redisArgs=("--enable-debug-command", "yes"))
+        b = yield connectClient(self, one.port)
         sender = NumberedSender(a, 4)
         yield sleep(1)
         asleep = redisCommand(self, redis, b"DEBUG", b"SLEEP", b"2")
@@ -312,18 +312,13 @@ class CrossNodeTests(TestCase):
         relayed on any node, then the live ones; a node started later takes
         its history from the stream.
         """
-        redis = yield startRedis(self)
-        one, onePort = yield startNode(self, redis, "--history", "3")
-        two, twoPort = yield startNode(self, redis, "--history", "3")
-        yield backplaneUp([one, two])
-        a = yield connectClient(self, onePort)
-        c = yield connectClient(self, twoPort)
+        redis, one, two, a, c = yield self.sendAcross(nodeArgs=("--history", "3"))
         a.send(b"1\n2\r\n3\n")
         a.send(b"4\n5\n")
         yield receiveUntil(c, b"5\n")
         three, threePort = yield startNode(self, redis, "--history", "3")
         yield backplaneUp([three])
-        for port in (twoPort, threePort, onePort):
+        for port in (two.port, threePort, one.port):
             late = yield connectPeer(self, port)
             history = GREETING + b"3\n4\n5\n"
             self.assertEqual((yield late.receive(len(history))), history)

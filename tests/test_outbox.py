@@ -109,6 +109,19 @@ class OutboxTests(SynchronousTestCase):
         self.send.confirm(1)
         self.assertEqual(self.outbox.size, 0)
 
+    def test_idleWhenAllConfirmed(self):
+        idle = []
+        self.outbox = Outbox(10, onIdle=lambda: idle.append(self.outbox.sending))
+        self.outbox.attach(self.send)
+        self.assertFalse(self.outbox.sending)
+        self.outbox.put(b"a", 1)
+        self.outbox.put(b"b", 1)
+        self.assertTrue(self.outbox.sending)
+        self.send.confirm(0)
+        self.assertEqual(idle, [])
+        self.send.confirm(1)
+        self.assertEqual(idle, [False])
+
     def test_whenEmpty(self):
         emptied = self.outbox.whenEmpty()
         self.assertIsNone(self.successResultOf(emptied))

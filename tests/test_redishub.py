@@ -157,8 +157,9 @@ class RedisHubTests(SynchronousTestCase):
         """
         A chunk goes to the other local members at once and, once, to the
         stream with this node's id, the sender's number and the node's
-        number of its last line; chunks of one reactor turn make one entry
-        (sender 0 if from several).
+        number of its last line. Chunks that come while an append waits for
+        Redis make one entry (sender 0 if from several) once it is
+        confirmed.
         """
         a, b, c = Member(), Member(), Member()
         for member in (a, b, c):
@@ -167,33 +168,35 @@ class RedisHubTests(SynchronousTestCase):
         writer, wt, reader, rt = self.connectBoth()
         self.hub.publish(b, b"\x00\xff\r\n2\n")
         self.assertEqual((a.got, b.got, c.got), ([b"\x00\xff\r\n2\n"], [], [b"\x00\xff\r\n2\n"]))
-        self.assertEqual(received(wt), b"")
-        self.clock.advance(0)
         self.assertEqual(received(wt), xadd(pack(NODE, 2, 2, b"\x00\xff\r\n2\n")))
         self.hub.publish(a, b"3\n")
         self.hub.publish(a, b"4\n")
-        self.clock.advance(0)
+        self.assertEqual(received(wt), b"")
+        writer.dataReceived(reply(b"1-0"))
+        self.assertEqual(received(wt), xadd(pack(NODE, 1, 4, b"3\n4\n")))
         self.hub.publish(a, b"5\n")
         self.hub.publish(c, b"6\n")
-        self.clock.advance(0)
-        self.assertEqual(
-            received(wt),
-            xadd(pack(NODE, 1, 4, b"3\n4\n")) + xadd(pack(NODE, 0, 6, b"5\n6\n")),
-        )
+        writer.dataReceived(reply(b"1-1"))
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 6, b"5\n6\n")))
+        writer.dataReceived(reply(b"1-2"))
+        self.assertEqual(received(wt), b"")
         self.assertEqual(b.got, [b"3\n", b"4\n", b"5\n", b"6\n"])
 
     def test_batchBounded(self):
         """
-        A turn's entry grows to BATCH_BYTES and one read more at most.
+        An entry gathered while an append waits grows to BATCH_BYTES and
+        one read more at most.
         """
         self.start()
         writer, wt, reader, rt = self.connectBoth()
         big = b"x" * 40000 + b"\n"
-        for n in range(3):
+        for n in range(4):
             self.hub.publish(None, big)
-        self.assertEqual(received(wt), xadd(pack(NODE, 0, 2, big + big)))
-        self.clock.advance(0)
-        self.assertEqual(received(wt), xadd(pack(NODE, 0, 3, big)))
+        self.assertEqual(
+            received(wt), xadd(pack(NODE, 0, 1, big)) + xadd(pack(NODE, 0, 3, big + big))
+        )
+        writer.dataReceived(reply(b"1-0") + reply(b"1-1"))
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 4, big)))
 
     def test_othersOnceInOrderOwnNever(self):
         """

@@ -28,7 +28,7 @@ class Outbox:
     @ivar lostBytes: their size in bytes.
     """
 
-    def __init__(self, limit, onLost=lambda lines, nbytes, why: None):
+    def __init__(self, limit, onLost=lambda lines, nbytes, why: None, onIdle=lambda: None):
         self.limit = limit
         self.size = 0
         self.lost = 0
@@ -39,12 +39,21 @@ class Outbox:
         self._send = None
         self._connection = 0
         self._onLost = onLost
+        self._onIdle = onIdle
         self._emptied = []
         self._abandoned = False
 
     @property
     def attached(self):
         return self._send is not None
+
+    @property
+    def sending(self):
+        """
+        Whether a message sent is waiting for Redis to confirm it; when the
+        last one is, C{onIdle} is called.
+        """
+        return bool(self._sent)
 
     def put(self, message, lines):
         """
@@ -122,6 +131,8 @@ class Outbox:
                 emptied, self._emptied = self._emptied, []
                 for waiting in emptied:
                     waiting.callback(None)
+            if not self._sent:
+                self._onIdle()
 
     def _failed(self, reason, connection):
         # Replies come in order, so a refusal is for the oldest message
