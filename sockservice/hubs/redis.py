@@ -43,6 +43,8 @@ FLUSH_TIMEOUT = 5
 BATCH_BYTES = 65536
 #: The field of a stream entry that holds the envelope.
 FIELD = b"m"
+#: Why lines of another node may be missing, as far as a node can tell.
+GAP_CAUSE = "lost by Redis, trimmed past --backplane-retain, or dropped by that node"
 #: The stream ID before every entry.
 START = b"0-0"
 
@@ -207,7 +209,7 @@ class RedisHub(service.Service):
         self._batchSize = 0
         self._batchSender = 0
         self._lastLines = OrderedDict()
-        self._gapCause = "lost by Redis, trimmed past --backplane-retain, or dropped by that node"
+        self._gapCause = GAP_CAUSE
         self._senders = {}
         self._nextSender = count(1).__next__
         self._clock = reactor
@@ -273,7 +275,7 @@ class RedisHub(service.Service):
             if fields[1:] and fields[1].startswith(own):
                 continue
             envelope = self._envelope(fields)
-            if envelope is None or envelope.node == self.node:
+            if envelope is None:
                 continue
             last = self._lastLines.get(envelope.node)
             if last is not None:
@@ -473,6 +475,7 @@ class RedisHub(service.Service):
         else:
             stream = dict(zip(info[::2], info[1::2]))
         newest = stream.get(b"last-generated-id")
+        self._gapCause = GAP_CAUSE
         if self.lastId is None:
             self.lastId = newest or START
             if newest and self.local.history is not None:
