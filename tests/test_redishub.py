@@ -461,11 +461,14 @@ class RedisHubTests(SynchronousTestCase):
         """
         A node with --history reads the stream's last lines before its
         newest entry, then reads after it: a client that joins gets those
-        lines, then what comes next, nothing twice.
+        lines, then what comes next, nothing twice (not even the node's own
+        line, appended before it could read).
         """
         self.hub = self.makeHub(RedisAddress("127.0.0.1", 6379), history=3)
         self.start()
-        self.connectWriter()
+        writer, wt = self.connectWriter()
+        self.hub.publish(None, b"mine\n")
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 1, b"mine\n")))
         reader, rt = self.endpoint.accept()
         self.assertEqual(received(rt), command(b"XINFO", b"STREAM", b"chan"))
         reader.dataReceived(info(b"9-0"))
@@ -473,15 +476,16 @@ class RedisHubTests(SynchronousTestCase):
             received(rt), command(b"XREVRANGE", b"chan", b"9-0", b"-", b"COUNT", b"3")
         )
         reader.dataReceived(reply([
-            [b"9-0", [b"m", pack(OTHER, 2, 4, b"3\n4\n")]],
-            [b"8-0", [b"m", pack(OTHER, 1, 2, b"1\n2\n")]],
+            [b"9-0", [b"m", pack(NODE, 1, 1, b"mine\n")]],
+            [b"8-0", [b"m", pack(OTHER, 2, 4, b"3\n4\n")]],
+            [b"7-0", [b"m", pack(OTHER, 1, 2, b"1\n2\n")]],
         ]))
         self.assertEqual(received(rt), xread(b"9-0"))
         reader.dataReceived(entries((b"10-0", pack(OTHER, 1, 5, b"5\n"))))
         late = Member()
         self.hub.join(late)
         reader.dataReceived(entries((b"11-0", pack(OTHER, 1, 6, b"6\n"))))
-        self.assertEqual(late.got, [b"3\n4\n5\n", b"6\n"])
+        self.assertEqual(late.got, [b"4\nmine\n5\n", b"6\n"])
 
     def test_hungRedis(self):
         """

@@ -477,9 +477,9 @@ class RedisHub(service.Service):
         newest = stream.get(b"last-generated-id")
         self._gapCause = GAP_CAUSE
         if self.lastId is None:
-            self.lastId = newest or START
             if newest and self.local.history is not None:
                 yield self._seedHistory(proto, newest)
+            self.lastId = newest or START
         elif self.lastId == START:
             pass
         elif newest is None:
@@ -506,11 +506,19 @@ class RedisHub(service.Service):
 
     @inlineCallbacks
     def _seedHistory(self, proto, newest):
+        """
+        Put the stream's last lines before the history, but for this node's
+        own: those it appended while it could not read yet are in it
+        already.
+        """
         entries = yield proto.execute_command(
             b"XREVRANGE", self.channel, newest, b"-", b"COUNT", self.local.history.size
         )
         envelopes = (self._envelope(fields) for entryId, fields in reversed(entries))
-        self.local.history.seed([envelope.data for envelope in envelopes if envelope])
+        self.local.history.seed([
+            envelope.data for envelope in envelopes
+            if envelope is not None and envelope.node != self.node
+        ])
 
     def _lostUnread(self, why):
         self.resets += 1
