@@ -4,6 +4,7 @@ on one real C{redis-server}, clients on both, over loopback.
 """
 
 import os
+import signal
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
@@ -250,6 +251,32 @@ class CrossNodeTests(TestCase):
             (last - first + 1, last - first + 1, [first], [last], True),
         )
         self.assertEqual(data, numbered(first, last))
+
+    @inlineCallbacks
+    def test_trimmedPastRetain(self):
+        """
+        A node that falls further behind than --backplane-retain (stopped
+        with SIGSTOP here) gets every line Redis still has, in order, once,
+        and logs how many lines it lost, exactly.
+        """
+        redis, one, two, a, c = yield self.sendAcross(nodeArgs=("--backplane-retain", "10"))
+        a.send(b"0\n")
+        yield receiveUntil(c, b"0\n")
+        two.transport.signalProcess(signal.SIGSTOP)
+        self.addCleanup(two.transport.signalProcess, signal.SIGCONT)
+        for first in range(1, 3000, 10):
+            a.send(numbered(first, first + 9))
+            yield sleep(0.001)
+        length = yield redisCommand(self, redis, b"XLEN", b"sockservice:relay")
+        self.assertLess(int(length[1:]), 300)
+        two.transport.signalProcess(signal.SIGCONT)
+        yield receiveUntil(c, b"\n3000\n")
+        numbers = [int(line) for line in c.data.split()]
+        self.assertEqual(numbers, sorted(set(numbers)))
+        lost = 3001 - len(numbers)
+        self.assertGreater(lost, 0)
+        yield two.logged(b"lost %d lines from node " % lost)
+        self.assertIn(b"; %d lines from other nodes lost so far" % lost, two.output)
 
     @inlineCallbacks
     def test_nodeRestartedWhileOthersSend(self):
