@@ -76,6 +76,8 @@ class Config:
     backplaneAddress: Optional[RedisAddress] = None
     channel: Optional[str] = None
     backplaneOutbox: Optional[int] = None
+    backplaneRetain: Optional[int] = None
+    history: int = 0
     configFile: Optional[str] = None
     argv: tuple = ()
 

@@ -19,7 +19,7 @@ from sockservice.commandline import OneLineUsageErrors, wholeNumber
 from sockservice.config import Config, fileError, readConfigFile
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.outbox import OUTBOX_LIMIT
-from sockservice.hubs.redisurl import parseRedisURL
+from sockservice.hubs.redisurl import EXTRA, RETAIN, parseRedisURL, redisClientInstalled
 from sockservice.logs.folding import FoldingLog
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
@@ -48,6 +48,8 @@ MODE_OPTIONS = {
     "backplane": ("relay",),
     "channel": ("relay",),
     "backplane-outbox": ("relay",),
+    "backplane-retain": ("relay",),
+    "history": ("relay",),
 }
 
 
@@ -124,11 +126,18 @@ class Options(OneLineUsageErrors):
          "relay: relay across nodes through this Redis: "
          "redis://[:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS."],
         ["channel", None, None,
-         f"relay: Redis pub/sub channel the nodes share [default: {DEFAULT_CHANNEL}]."],
+         f"relay: the Redis stream the nodes share [default: {DEFAULT_CHANNEL}]."],
         ["backplane-outbox", None, None,
          "relay: bytes held for Redis while it is away; lines beyond that "
          f"do not reach other nodes and are counted [default: {OUTBOX_LIMIT}]",
          wholeNumber("backplane-outbox", 0)],
+        ["backplane-retain", None, None,
+         "relay: entries the Redis stream keeps, about: how far behind a node "
+         f"that was away can catch up [default: {RETAIN}]",
+         wholeNumber("backplane-retain", 1)],
+        ["history", None, 0,
+         "relay: lines a client gets on joining, the last relayed (with --backplane, "
+         "the stream's); 0: none", wholeNumber("history", 0)],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -271,7 +280,7 @@ class Options(OneLineUsageErrors):
 
     def _backplane(self):
         if self["backplane"] is None:
-            for option in ("channel", "backplane-outbox"):
+            for option in ("channel", "backplane-outbox", "backplane-retain"):
                 if self[option] is not None:
                     raise self._bad(option, f"--{option} applies only with --backplane")
             return None
@@ -279,6 +288,10 @@ class Options(OneLineUsageErrors):
             self["channel"] = DEFAULT_CHANNEL
         if self["backplane-outbox"] is None:
             self["backplane-outbox"] = OUTBOX_LIMIT
+        if self["backplane-retain"] is None:
+            self["backplane-retain"] = RETAIN
+        if not redisClientInstalled():
+            raise usage.UsageError(f"--backplane needs the Redis client: {EXTRA}")
         try:
             address = parseRedisURL(self["backplane"])
         except ValueError as e:
@@ -362,7 +375,7 @@ def makeHub(config, reactor):
     """
     address = config.backplaneAddress
     if address is None:
-        return LocalHub()
+        return LocalHub(config.history)
     # Imported here, not with this module: txredisapi imports the global
     # reactor, which would install the default one before globalReactor can
     # choose.
@@ -371,7 +384,8 @@ def makeHub(config, reactor):
     log = FoldingLog(Logger(namespace="sockservice.backplane"), reactor, budget=1, interval=10.0)
     return RedisHub(
         reactor, redisEndpoint(reactor, address), address, config.channel, log,
-        outboxLimit=config.backplaneOutbox,
+        outboxLimit=config.backplaneOutbox, retain=config.backplaneRetain,
+        history=config.history,
     )
 
 

@@ -372,3 +372,18 @@ def connectPeer(testCase, port, tls=None, peer=None):
     peer = yield connectProtocolTo(port, Peer() if peer is None else peer, tls)
     testCase.addCleanup(lambda: peer.closed.called or peer.transport.abortConnection())
     return peer
+
+
+@inlineCallbacks
+def redisCommand(testCase, server, *args):
+    """
+    Send one command (bytes arguments) to C{server}, a running
+    L{RedisServer}, on a connection of its own; fire with the first line
+    of its reply once it has come.
+    """
+    peer = yield connectPeer(testCase, server.port)
+    peer.send(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+    while b"\r\n" not in peer.data:
+        yield peer.receive(len(peer.data) + 1)
+    peer.transport.loseConnection()
+    return peer.data.split(b"\r\n")[0]
