@@ -3,11 +3,13 @@ relay mode on string transports: every line to every other client, byte for
 byte, in order, never echoed.
 """
 
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.hubs.local import LocalHub
 from sockservice.modes.relay import RelayFactory
+from sockservice.wire.limits import Limits
 from tests.support import CapturedLog, connect, disconnect, received
 
 
@@ -92,6 +94,32 @@ class RelayProtocolTests(SynchronousTestCase):
         self.assertReceived(b"", b"one\nbye\n", b"one\nbye\n")
         self.b.dataReceived(b"gone?\n")
         self.assertReceived(b"", b"", b"gone?\n")
+
+    def test_cutLineDroppedUnlessCleanClose(self):
+        """
+        Only a clean close (FIN) ends a last line: after a reset or an abort
+        the line was cut short, and nobody gets it.
+        """
+        for reason in (ConnectionLost, ConnectionAborted):
+            self.a.dataReceived(b"whole\nTRUNCATED-mid-li")
+            disconnect(self.a, reason)
+            self.assertReceived(b"", b"whole\n", b"whole\n")
+            self.a, _ = connect(self.factory, 5001)
+
+    def test_idleTimeoutDropsThePartialLine(self):
+        clock = Clock()
+        factory = RelayFactory(
+            self.captured.log, LocalHub(), limits=Limits(clock, idleTimeout=10)
+        )
+        talker, talkerTransport = connect(factory, 6001)
+        listener, listenerTransport = connect(factory, 6002)
+        clock.advance(5)
+        listener.dataReceived(b"ok\n")
+        talker.dataReceived(b"half a li")
+        clock.advance(5)
+        self.assertEqual(received(talkerTransport), b"ok\nERROR idle timeout\n")
+        disconnect(talker)
+        self.assertEqual(received(listenerTransport), b"")
 
     def test_resetMidStreamDisturbsNobody(self):
         self.a.dataReceived(b"x\n")

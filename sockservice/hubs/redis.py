@@ -168,7 +168,7 @@ class RedisHub(service.Service):
             envelope = unpack(message)
         except ValueError as e:
             self.log.warn(
-                "foreign", "ignored a message on {channel}: {problem}",
+                "ignored a message on {channel}: {problem}", kind="foreign",
                 channel=self.channel, problem=str(e),
             )
             return
@@ -232,7 +232,7 @@ class RedisHub(service.Service):
         if reason.check(txredisapi.ConnectionError) and proto.lostReason is not None:
             reason = proto.lostReason
         if reason.check(txredisapi.ResponseError):
-            self.log.logger.error(
+            self.log.error(
                 "Redis at {address} refused this node ({problem}): "
                 "relaying locally only, retrying",
                 address=str(self.address), problem=reason.getErrorMessage(),
@@ -245,7 +245,7 @@ class RedisHub(service.Service):
             problem = f"no answer within {CONNECT_TIMEOUT} seconds"
         else:
             problem = reason.getErrorMessage()
-        self.log.logger.warn(
+        self.log.warn(
             "cannot reach the Redis backplane {address} ({problem}): "
             "relaying locally only, retrying",
             address=str(self.address), problem=problem,
@@ -263,7 +263,7 @@ class RedisHub(service.Service):
             proto.whenDisconnected().addCallback(lambda _: self._disconnected("publisher"))
             self.outbox.attach(proto)
             self._troubleLogged = False
-            self.log.logger.info(
+            self.log.info(
                 "Redis backplane {address} connected: publishing on {channel} "
                 "as node {node} ({lost} messages, {lostBytes} bytes could not "
                 "cross nodes so far)",
@@ -279,7 +279,7 @@ class RedisHub(service.Service):
     def _prepareSubscriber(self, proto):
         def watch(subscribed):
             proto.whenDisconnected().addCallback(lambda _: self._disconnected("subscriber"))
-            self.log.logger.info(
+            self.log.info(
                 "Redis backplane {address}: subscribed to {channel}",
                 address=str(self.address), channel=self.channel,
             )
@@ -290,7 +290,7 @@ class RedisHub(service.Service):
         if role == "publisher":
             self.outbox.detach()
         if self.running:
-            self.log.logger.warn(
+            self.log.warn(
                 "lost the Redis backplane {address} ({role}): relaying locally "
                 "only until it is back",
                 address=str(self.address), role=role,
@@ -303,7 +303,7 @@ class RedisHub(service.Service):
 
     def _lost(self, nbytes):
         if self.log.take("not relayed to other nodes", 1, nbytes):
-            self.log.logger.warn(
+            self.log.warn(
                 "not relayed to other nodes: {nbytes} bytes (Redis backplane away "
                 "or slow, outbox of {limit} bytes full; {lost} messages, "
                 "{lostBytes} bytes so far)",

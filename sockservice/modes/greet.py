@@ -2,26 +2,53 @@
 greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 """
 
+from twisted.internet.abstract import FileDescriptor
+
 from sockservice.wire.lines import LineFactory, LineProtocol
+
+#: Bytes of acks a client that does not read may have waiting in the
+#: server: its transport pauses reading from it past this.
+OUTPUT_BUDGET = 16 * 1024
+
+#: Acks are written at most this many bytes at a time, so a read of bare
+#: newlines (one ack each) stops being answered once the budget is spent.
+ACKS_PER_WRITE = 4096
+
+
+def limitBuffer(transport, size):
+    """
+    Make C{transport} pause its producer once C{size} bytes wait to be sent,
+    and read at most C{size} bytes at a time: a socket transport does both
+    by its C{bufferSize} (L{FileDescriptor.bufferSize}, 64 KiB by default).
+    Other transports (TLS, a test's) keep their own.
+    """
+    if isinstance(transport, FileDescriptor):
+        transport.bufferSize = size
 
 
 class GreetProtocol(LineProtocol):
     """
-    Acknowledges every complete line, answering each read with one write.
-    A client that sends but does not read its acks is not read either
-    until it does, so its acks cannot pile up in memory.
+    Acknowledges every complete line, answering each read with one write
+    (or a few, for thousands of lines). A client that sends but does not
+    read its acks is not read either until it does: once L{OUTPUT_BUDGET}
+    bytes wait for it, the lines it sent wait, unanswered, and so does
+    what it sends next, in its own socket buffers.
     """
+
+    def connectionMade(self):
+        limitBuffer(self.transport, OUTPUT_BUDGET)
+        LineProtocol.connectionMade(self)
 
     def pauseProducing(self):
         LineProtocol.pauseProducing(self)
         self.factory.log.info(
-            "paused", "{peer} is not reading its acks: reading from it paused",
-            peer=self.peer,
+            "{peer} is not reading its acks: reading from it paused",
+            kind="paused", peer=self.peer,
         )
 
     def resumeProducing(self):
         self.factory.log.info(
-            "resumed", "{peer} read its acks: reading from it resumed", peer=self.peer
+            "{peer} read its acks: reading from it resumed", kind="resumed", peer=self.peer
         )
         LineProtocol.resumeProducing(self)
 
@@ -30,8 +57,21 @@ class GreetProtocol(LineProtocol):
             # Not on connect: TLS pauses its producer until the handshake is
             # done, and pausing greet stops reading, which stalls the handshake.
             self.registerAsProducer()
+        ack = self.factory.ack
         count = chunk.count(b"\n")
-        self.send(self.factory.ack * count)
+        perWrite = ACKS_PER_WRITE // len(ack) or 1
+        while count > perWrite:
+            lines = chunk.split(b"\n", perWrite)
+            answered = len(chunk) - len(lines[-1])
+            self._answer(ack, chunk[:answered], perWrite)
+            chunk, count = lines[-1], count - perWrite
+            if self.paused:
+                return chunk
+        self._answer(ack, chunk, count)
+        return None
+
+    def _answer(self, ack, chunk, count):
+        self.send(ack * count)
         self.factory.logMessages(self, chunk, count)
 
 

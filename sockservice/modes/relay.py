@@ -3,6 +3,8 @@ relay mode (seed 002's goal: A and B talk through S): every line from one
 client goes, byte for byte, to every other client; never back to the sender.
 """
 
+from twisted.internet.error import ConnectionDone
+
 from sockservice.wire.auth import UNAUTHORIZED
 from sockservice.wire.lines import LineFactory, LineProtocol
 
@@ -12,13 +14,15 @@ TOO_SLOW = b"ERROR too slow\n"
 class RelayProtocol(LineProtocol):
     """
     Publishes each read's complete lines as one chunk, and a last partial
-    line (given an LF) when the client goes. With a token gate, a client
+    line (given an LF) when the client closes cleanly. With a token gate, a client
     joins the hub only once its first line is the token.
 
     As the transport's producer it learns when its write buffer is full;
     from then until it has drained, deliveries wait in L{queued} instead,
     and a client with more than C{limits.maxBuffer} bytes waiting there is
-    dropped as too slow rather than let its output grow without bound.
+    dropped as too slow rather than let its output grow without bound, and
+    so is one whose delivery would take the bytes queued for all slow
+    readers past C{limits.maxQueued}.
 
     @ivar queued: deliveries held back while the transport's buffer is
         full, or L{None} while it has room.
@@ -51,30 +55,48 @@ class RelayProtocol(LineProtocol):
         self.factory.relay(self, chunk)
 
     def connectionLost(self, reason):
-        if self._buffer and self.member:
-            chunk, self._buffer = self._buffer + b"\n", b""
-            self.factory.relay(self, chunk)
+        partial = self.takePartialLine()
+        if partial and self.member and reason.check(ConnectionDone):
+            # Only a clean close (FIN) ends a last line; after a reset, an
+            # abort or a refusal it is a line cut short.
+            self.factory.relay(self, partial + b"\n")
+        self._forgetQueued()
         self.factory.hub.leave(self)
         LineProtocol.connectionLost(self, reason)
 
     def refuse(self, error, format, **fields):
         # Nothing more is delivered after the ERROR line.
-        self.queued, self.queuedSize = [], 0
+        self._forgetQueued()
+        self.queued = []
         LineProtocol.refuse(self, error, format, **fields)
 
     def deliver(self, data):
         if self.queued is None:
             self.transport.write(data)
         elif not self.refused:
-            self.queued.append(data)
-            self.queuedSize += len(data)
-            maxBuffer = self.factory.limits.maxBuffer
-            if maxBuffer and self.queuedSize > maxBuffer:
+            size = len(data)
+            limits = self.factory.limits
+            if limits.maxBuffer and self.queuedSize + size > limits.maxBuffer:
                 self.refuse(
                     TOO_SLOW,
                     "{peer} is too slow: over {maxBuffer} bytes queued for it, dropping it",
-                    maxBuffer=maxBuffer,
+                    maxBuffer=limits.maxBuffer,
                 )
+            elif not limits.chargeQueued(size):
+                self.refuse(
+                    TOO_SLOW,
+                    "{peer} is too slow: slow readers have {maxQueued} bytes queued "
+                    "in all, dropping it",
+                    maxQueued=limits.maxQueued,
+                )
+            else:
+                self.queued.append(data)
+                self.queuedSize += size
+
+    def _forgetQueued(self):
+        if self.queuedSize:
+            self.factory.limits.chargeQueued(-self.queuedSize)
+        self.queued, self.queuedSize = None, 0
 
     def pauseProducing(self):
         # The transport repeats this on every write while its buffer is full.
@@ -82,12 +104,12 @@ class RelayProtocol(LineProtocol):
             self.queued, self.queuedSize = [], 0
 
     def resumeProducing(self):
-        queued, self.queued, self.queuedSize = self.queued, None, 0
+        queued = self.queued
+        self._forgetQueued()
         if queued:
             self.transport.write(b"".join(queued))
 
-    def stopProducing(self):
-        pass
+    flushHeld = resumeProducing
 
 
 class RelayFactory(LineFactory):

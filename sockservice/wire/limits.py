@@ -27,8 +27,8 @@ def peerHost(address):
 class Limits:
     """
     What one factory enforces, and the connection counts it needs for that.
-    Zero turns a limit off; the defaults are all off so a bare factory
-    behaves as before.
+    Zero turns a limit off; the defaults are off, but for the two totals
+    that bound memory (L{maxInputHeld}, L{maxQueued}).
 
     @ivar clock: schedules idle timeouts and aborts; L{None} with both off.
     @ivar idleTimeout: seconds without a complete line before a connection
@@ -41,10 +41,22 @@ class Limits:
     @ivar closeGrace: seconds a refused connection may take to read its
         C{ERROR} line before it is aborted. C{loseConnection} alone never
         completes for a peer that stopped reading.
+    @ivar inputAllowance: bytes of pending input (a partial line, lines
+        waiting while paused) any connection may hold.
+    @ivar maxInputHeld: bytes of pending input beyond their allowance all
+        connections together may hold; a connection that would take more is
+        refused (C{ERROR server busy}). On by default: 10,000 connections
+        each one byte short of C{--max-line} would otherwise hold 640 MiB.
+    @ivar inputHeld: bytes held beyond their allowance now.
+    @ivar maxQueued: relay: bytes all slow readers together may have queued
+        (beyond their transports' buffers); the one whose delivery would
+        take more is dropped as too slow. On by default, for the same reason.
+    @ivar queued: relay: bytes queued for slow readers now.
     """
 
     def __init__(self, clock=None, idleTimeout=0, maxConnections=0, maxPerIP=0,
-                 maxBuffer=0, closeGrace=5.0):
+                 maxBuffer=0, closeGrace=5.0, inputAllowance=4096,
+                 maxInputHeld=32 << 20, maxQueued=64 << 20):
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.idle = IdleWatch(clock, idleTimeout) if idleTimeout else None
@@ -53,6 +65,11 @@ class Limits:
         self.maxBuffer = maxBuffer
         self.closeGrace = closeGrace if clock is not None else 0
         self.perHost = Counter()
+        self.inputAllowance = inputAllowance
+        self.maxInputHeld = maxInputHeld
+        self.inputHeld = 0
+        self.maxQueued = maxQueued
+        self.queued = 0
 
     def refusal(self, address, connected):
         """
@@ -79,6 +96,28 @@ class Limits:
                 self.perHost[host] -= 1
                 if not self.perHost[host]:
                     del self.perHost[host]
+
+    def chargeInput(self, charged, pending):
+        """
+        Count a connection holding C{pending} bytes of input, C{charged} of
+        which were counted before; return the bytes counted now, or L{None}
+        if the total they may hold cannot take them.
+        """
+        wanted = pending - self.inputAllowance if pending > self.inputAllowance else 0
+        if wanted > charged and self.maxInputHeld and self.inputHeld + wanted - charged > self.maxInputHeld:
+            return None
+        self.inputHeld += wanted - charged
+        return wanted
+
+    def chargeQueued(self, nbytes):
+        """
+        Count C{nbytes} more queued for a slow relay reader (negative when
+        they leave the queue); return whether the total may take them.
+        """
+        if nbytes > 0 and self.maxQueued and self.queued + nbytes > self.maxQueued:
+            return False
+        self.queued += nbytes
+        return True
 
     def close(self, transport):
         """
@@ -107,8 +146,8 @@ class RefusedProtocol(protocol.Protocol):
     def connectionMade(self):
         self.transport.write(SERVER_FULL)
         self.factory.log.warn(
-            "refused",
             "server full ({reason}): refused {peer}",
+            kind="refused",
             reason=self.reason,
             peer=describeAddress(self.transport.getPeer()),
         )
