@@ -16,13 +16,14 @@ from sockservice.commandline import OneLineUsageErrors, wholeNumber
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.outbox import OUTBOX_LIMIT
 from sockservice.hubs.redisurl import parseRedisURL
-from sockservice.logs.folding import FoldingLog
+from sockservice.logs.folding import FoldingLog, foldAcceptErrors
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
-from sockservice.service.draining import DrainingService
+from sockservice.service.draining import DrainingService, StopInOrder
 from sockservice.service.listening import ListeningService
 from sockservice.service.notify import NotifyService
+from sockservice.wire.addresses import defaultBacklog, withBacklog
 from sockservice.wire.auth import TokenGate
 from sockservice.wire.limits import Limits, raiseOpenFileLimit
 
@@ -90,6 +91,10 @@ class Options(OneLineUsageErrors):
          wholeNumber("idle-timeout", 0)],
         ["max-connections", None, 10000, "Connections served at once",
          wholeNumber("max-connections", 1)],
+        ["backlog", None, None,
+         "Listen queue of --port and of every --listen tcp:, tcp6:, ssl: or unix: "
+         "endpoint that names none [default: 1024, or the system's somaxconn if lower]",
+         wholeNumber("backlog", 1)],
         ["max-per-ip", None, 0, "Connections served at once from one address; 0: no limit",
          wholeNumber("max-per-ip", 0)],
         ["max-buffer", None, None,
@@ -137,6 +142,8 @@ class Options(OneLineUsageErrors):
             self["ack"] = "Information Received"
         if self["max-buffer"] is None:
             self["max-buffer"] = 1 << 20
+        if self["backlog"] is None:
+            self["backlog"] = defaultBacklog()
         self["gate"] = None
         if self["token-file"] is not None:
             try:
@@ -267,9 +274,10 @@ def makeService(options, reactor=None, environ=os.environ):
     A L{service.MultiService} listening on every endpoint with one factory.
     In collect mode it stops listening once the count is reached and stops
     the reactor (twistd exits 0) when the last connection has closed.
-    Stopping closes the listeners, then drains the connections, then stops
-    the Redis hub; systemd hears READY=1 once all listen and STOPPING=1
-    first thing on stop.
+    Stopping closes the listeners, then drains the connections, then, once
+    they have all closed, stops the Redis hub; systemd hears READY=1 once
+    all listen and STOPPING=1 first thing on stop. Accept errors (out of
+    descriptors) are logged at most once a second.
     """
     if reactor is None:
         reactor = globalReactor()
@@ -280,16 +288,21 @@ def makeService(options, reactor=None, environ=os.environ):
             "not --max-connections {wanted}: raise it (ulimit -n, LimitNOFILE=)",
             fitting=fitting, wanted=options["max-connections"],
         )
+        options["max-connections"] = fitting
     factory = makeFactory(options, reactor)
-    top = service.MultiService()
+    acceptErrors = FoldingLog(Logger(namespace="sockservice.accept"), reactor, budget=1)
+    top = StopInOrder()
     hub = getattr(factory, "hub", None)
     if service.IService.providedBy(hub):
         hub.setServiceParent(top)
     DrainingService(factory, reactor, options["drain-timeout"]).setServiceParent(top)
     listeners = []
     for description in options["endpoints"]:
-        endpoint = endpoints.serverFromString(reactor, description)
+        endpoint = endpoints.serverFromString(
+            reactor, withBacklog(description, options["backlog"])
+        )
         listener = ListeningService(endpoint, description, factory)
+        listener.whenListening().addCallback(foldAcceptErrors, acceptErrors)
         listener.setServiceParent(top)
         listeners.append(listener)
     NotifyService(listeners, environ).setServiceParent(top)

@@ -263,6 +263,45 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.assertEqual(received(transport), b"x" * 100 + b"\n")
         self.assertFalse(transport.disconnecting)
 
+    def test_allSlowReadersTogetherBounded(self):
+        """
+        Past C{maxQueued} bytes queued for every slow reader together, the
+        reader a delivery would take past it is dropped, and what it had
+        queued is given back.
+        """
+        factory = RelayFactory(
+            self.captured.log, LocalHub(),
+            limits=Limits(self.clock, maxBuffer=100, maxQueued=15),
+        )
+        sender, _ = connect(factory, 6001)
+        first, firstTransport = connect(factory, 6002)
+        second, secondTransport = connect(factory, 6003)
+        first.pauseProducing()
+        second.pauseProducing()
+        sender.dataReceived(b"1234567\n")
+        self.assertEqual((first.queuedSize, second.queuedSize), (8, 0))
+        self.assertEqual(received(secondTransport), b"ERROR too slow\n")
+        self.assertEqual(
+            self.captured.messages()[-1],
+            "127.0.0.1:6003 is too slow: slow readers have 15 bytes queued in all, "
+            "dropping it",
+        )
+        self.assertEqual(factory.limits.queued, 8)
+        sender.dataReceived(b"12345678\n")
+        self.assertEqual(received(firstTransport), b"ERROR too slow\n")
+        self.assertEqual(factory.limits.queued, 0)
+
+    def test_queuedGivenBackWhenWritten(self):
+        factory = RelayFactory(self.captured.log, LocalHub(), limits=Limits(self.clock))
+        sender, _ = connect(factory, 6001)
+        first, firstTransport = connect(factory, 6002)
+        first.pauseProducing()
+        sender.dataReceived(b"1234567\n")
+        self.assertEqual(factory.limits.queued, 8)
+        first.resumeProducing()
+        self.assertEqual(received(firstTransport), b"1234567\n")
+        self.assertEqual(factory.limits.queued, 0)
+
     def test_readingContinues(self):
         """
         Unlike greet, a relay client whose output is full is still read.
