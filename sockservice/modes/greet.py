@@ -59,20 +59,27 @@ class GreetProtocol(LineProtocol):
             self.registerAsProducer()
         ack = self.factory.ack
         count = chunk.count(b"\n")
-        perWrite = ACKS_PER_WRITE // len(ack) or 1
-        while count > perWrite:
-            lines = chunk.split(b"\n", perWrite)
-            answered = len(chunk) - len(lines[-1])
-            self._answer(ack, chunk[:answered], perWrite)
-            chunk, count = lines[-1], count - perWrite
-            if self.paused:
-                return chunk
-        self._answer(ack, chunk, count)
-        return None
-
-    def _answer(self, ack, chunk, count):
+        if count * len(ack) > ACKS_PER_WRITE:
+            return self._answerInBatches(ack, chunk, count)
         self.send(ack * count)
         self.factory.logMessages(self, chunk, count)
+        return None
+
+    def _answerInBatches(self, ack, chunk, count):
+        """
+        Answer a read of many lines a batch at a time, and stop once the
+        transport pauses: return the lines not answered yet.
+        """
+        perWrite = ACKS_PER_WRITE // len(ack) or 1
+        while count:
+            batch = min(count, perWrite)
+            rest = chunk.split(b"\n", batch)[-1]
+            self.send(ack * batch)
+            self.factory.logMessages(self, chunk[: len(chunk) - len(rest)], batch)
+            chunk, count = rest, count - batch
+            if self.paused and count:
+                return chunk
+        return None
 
 
 class GreetFactory(LineFactory):
