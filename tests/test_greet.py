@@ -5,9 +5,11 @@ greet mode on a string transport: the seed 000 exchange, byte for byte.
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 
 from sockservice.modes.greet import ACKS_PER_WRITE, OUTPUT_BUDGET, GreetFactory, limitBuffer
+from sockservice.wire.limits import Limits
 from tests.support import CapturedLog, connect, disconnect, received
 
 ACK = b"Information Received\n"
@@ -263,3 +265,38 @@ class GreetOutputBudgetTests(SynchronousTestCase):
         limitBuffer(transport, OUTPUT_BUDGET)
         self.assertEqual(transport.bufferSize, 16384)
         limitBuffer(StringTransport(), OUTPUT_BUDGET)
+
+
+class GreetTakingTurnsTests(SynchronousTestCase):
+    """
+    A read of thousands of lines is answered a batch per reactor turn, so
+    one client's flood does not hold up everyone else.
+    """
+
+    def test_oneBatchPerTurn(self):
+        clock = Clock()
+        factory = GreetFactory(CapturedLog(budget=0).log, greeting=b"", limits=Limits(clock))
+        proto, transport = connect(factory)
+        other, otherTransport = connect(factory, 5001)
+        perWrite = ACKS_PER_WRITE // len(ACK)
+        proto.dataReceived(b"x\n" * (perWrite * 2 + 5))
+        self.assertEqual(received(transport), ACK * perWrite)
+        self.assertEqual(transport.producerState, "paused")
+        [turn] = clock.getDelayedCalls()
+        self.assertEqual(turn.getTime(), clock.seconds())
+        other.dataReceived(b"meanwhile\n")
+        self.assertEqual(received(otherTransport), ACK)
+        writes = []
+        self.patch(transport, "write", writes.append)
+        clock.advance(0)
+        self.assertEqual(writes, [ACK * perWrite, ACK * 5])
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_turnCancelledWhenGone(self):
+        clock = Clock()
+        factory = GreetFactory(CapturedLog().log, greeting=b"", limits=Limits(clock))
+        proto, transport = connect(factory)
+        proto.dataReceived(b"\n" * 20000)
+        disconnect(proto)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -265,9 +265,10 @@ class RelaySlowConsumerTests(SynchronousTestCase):
 
     def test_allSlowReadersTogetherBounded(self):
         """
-        Past C{maxQueued} bytes queued for every slow reader together, the
-        reader a delivery would take past it is dropped, and what it had
-        queued is given back.
+        Past C{maxQueued} bytes queued for every slow reader together, a
+        reader holding its share of them or more is dropped; one briefly
+        behind, holding less, is not. What a dropped reader held is given
+        back.
         """
         factory = RelayFactory(
             self.captured.log, LocalHub(),
@@ -277,19 +278,22 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         first, firstTransport = connect(factory, 6002)
         second, secondTransport = connect(factory, 6003)
         first.pauseProducing()
+        sender.dataReceived(b"1234567\n" * 2)
+        self.assertEqual((first.queuedSize, factory.limits.queued), (16, 16))
         second.pauseProducing()
-        sender.dataReceived(b"1234567\n")
-        self.assertEqual((first.queuedSize, second.queuedSize), (8, 0))
-        self.assertEqual(received(secondTransport), b"ERROR too slow\n")
+        sender.dataReceived(b"abc\n")
+        self.assertEqual(received(firstTransport), b"ERROR too slow\n")
         self.assertEqual(
             self.captured.messages()[-1],
-            "127.0.0.1:6003 is too slow: slow readers have 15 bytes queued in all, "
-            "dropping it",
+            "127.0.0.1:6002 is too slow: 16 bytes queued for slow readers in all, "
+            "16 of them for it, dropping it",
         )
-        self.assertEqual(factory.limits.queued, 8)
-        sender.dataReceived(b"12345678\n")
-        self.assertEqual(received(firstTransport), b"ERROR too slow\n")
-        self.assertEqual(factory.limits.queued, 0)
+        self.assertEqual((second.queuedSize, factory.limits.queued), (4, 4))
+        self.assertEqual(factory.limits.slowReaders, 1)
+        second.resumeProducing()
+        self.assertEqual(received(secondTransport), b"1234567\n" * 2 + b"abc\n")
+        self.assertFalse(secondTransport.disconnecting)
+        self.assertEqual((factory.limits.queued, factory.limits.slowReaders), (0, 0))
 
     def test_queuedGivenBackWhenWritten(self):
         factory = RelayFactory(self.captured.log, LocalHub(), limits=Limits(self.clock))

@@ -2,6 +2,8 @@
 greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 """
 
+import re
+
 from twisted.internet.abstract import FileDescriptor
 
 from sockservice.wire.lines import LineFactory, LineProtocol
@@ -10,9 +12,24 @@ from sockservice.wire.lines import LineFactory, LineProtocol
 #: server: its transport pauses reading from it past this.
 OUTPUT_BUDGET = 16 * 1024
 
-#: Acks are written at most this many bytes at a time, so a read of bare
-#: newlines (one ack each) stops being answered once the budget is spent.
-ACKS_PER_WRITE = 4096
+#: Acks are written at most this many bytes at a time: a read of thousands
+#: of lines (bare newlines, one ack each) is answered a batch per reactor
+#: turn, taking turns with every other client, and no more once the budget
+#: is spent.
+ACKS_PER_WRITE = 8 * 1024
+
+_batches = {}
+
+
+def afterLines(chunk, count):
+    """
+    The offset in C{chunk} just after its C{count}th LF (it has more), found
+    without splitting the lines out one by one.
+    """
+    pattern = _batches.get(count)
+    if pattern is None:
+        pattern = _batches[count] = re.compile(rb"(?:[^\n]*\n){%d}" % count)
+    return pattern.match(chunk).end()
 
 
 def limitBuffer(transport, size):
@@ -34,6 +51,8 @@ class GreetProtocol(LineProtocol):
     bytes wait for it, the lines it sent wait, unanswered, and so does
     what it sends next, in its own socket buffers.
     """
+
+    _turn = None
 
     def connectionMade(self):
         limitBuffer(self.transport, OUTPUT_BUDGET)
@@ -67,19 +86,37 @@ class GreetProtocol(LineProtocol):
 
     def _answerInBatches(self, ack, chunk, count):
         """
-        Answer a read of many lines a batch at a time, and stop once the
-        transport pauses: return the lines not answered yet.
+        Answer the first batch of a read of many lines and return the rest,
+        which waits for the next reactor turn (or, if the batch filled the
+        transport's buffer, until it drains). Without a clock to take turns
+        on, the batches go on until the transport pauses.
         """
         perWrite = ACKS_PER_WRITE // len(ack) or 1
-        while count:
-            batch = min(count, perWrite)
-            rest = chunk.split(b"\n", batch)[-1]
-            self.send(ack * batch)
-            self.factory.logMessages(self, chunk[: len(chunk) - len(rest)], batch)
-            chunk, count = rest, count - batch
-            if self.paused and count:
+        clock = self.factory.limits.clock
+        while count > perWrite:
+            end = afterLines(chunk, perWrite)
+            self.send(ack * perWrite)
+            self.factory.logMessages(self, chunk[:end], perWrite)
+            chunk, count = chunk[end:], count - perWrite
+            if self.paused:
                 return chunk
+            if clock is not None:
+                LineProtocol.pauseProducing(self)
+                self._turn = clock.callLater(0, self._nextTurn)
+                return chunk
+        self.send(ack * count)
+        self.factory.logMessages(self, chunk, count)
         return None
+
+    def _nextTurn(self):
+        self._turn = None
+        LineProtocol.resumeProducing(self)
+
+    def connectionLost(self, reason):
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
+        LineProtocol.connectionLost(self, reason)
 
 
 class GreetFactory(LineFactory):

@@ -20,9 +20,9 @@ class RelayProtocol(LineProtocol):
     As the transport's producer it learns when its write buffer is full;
     from then until it has drained, deliveries wait in L{queued} instead,
     and a client with more than C{limits.maxBuffer} bytes waiting there is
-    dropped as too slow rather than let its output grow without bound, and
-    so is one whose delivery would take the bytes queued for all slow
-    readers past C{limits.maxQueued}.
+    dropped as too slow rather than let its output grow without bound; so
+    are those holding the most once all slow readers together hold more
+    than C{limits.maxQueued} (L{Limits.chargeQueued}).
 
     @ivar queued: deliveries held back while the transport's buffer is
         full, or L{None} while it has room.
@@ -82,20 +82,19 @@ class RelayProtocol(LineProtocol):
                     "{peer} is too slow: over {maxBuffer} bytes queued for it, dropping it",
                     maxBuffer=limits.maxBuffer,
                 )
-            elif not limits.chargeQueued(size):
+            elif not limits.chargeQueued(self.queuedSize, size):
                 self.refuse(
                     TOO_SLOW,
-                    "{peer} is too slow: slow readers have {maxQueued} bytes queued "
-                    "in all, dropping it",
-                    maxQueued=limits.maxQueued,
+                    "{peer} is too slow: {queued} bytes queued for slow readers in all, "
+                    "{queuedSize} of them for it, dropping it",
+                    queued=limits.queued, queuedSize=self.queuedSize,
                 )
             else:
                 self.queued.append(data)
                 self.queuedSize += size
 
     def _forgetQueued(self):
-        if self.queuedSize:
-            self.factory.limits.chargeQueued(-self.queuedSize)
+        self.factory.limits.releaseQueued(self.queuedSize)
         self.queued, self.queuedSize = None, 0
 
     def pauseProducing(self):

@@ -49,9 +49,11 @@ class Limits:
         each one byte short of C{--max-line} would otherwise hold 640 MiB.
     @ivar inputHeld: bytes held beyond their allowance now.
     @ivar maxQueued: relay: bytes all slow readers together may have queued
-        (beyond their transports' buffers); the one whose delivery would
-        take more is dropped as too slow. On by default, for the same reason.
+        (beyond their transports' buffers) before those holding the most are
+        dropped as too slow (L{chargeQueued}). On by default, for the same
+        reason.
     @ivar queued: relay: bytes queued for slow readers now.
+    @ivar slowReaders: relay: readers with bytes queued now.
     """
 
     def __init__(self, clock=None, idleTimeout=0, maxConnections=0, maxPerIP=0,
@@ -70,6 +72,7 @@ class Limits:
         self.inputHeld = 0
         self.maxQueued = maxQueued
         self.queued = 0
+        self.slowReaders = 0
 
     def refusal(self, address, connected):
         """
@@ -109,15 +112,30 @@ class Limits:
         self.inputHeld += wanted - charged
         return wanted
 
-    def chargeQueued(self, nbytes):
+    def chargeQueued(self, queuedSize, nbytes):
         """
-        Count C{nbytes} more queued for a slow relay reader (negative when
-        they leave the queue); return whether the total may take them.
+        Count C{nbytes} more queued for a slow relay reader that has
+        C{queuedSize} queued already; return whether it may have them. Under
+        L{maxQueued} in all, any reader may; past it, only one holding less
+        than its share (L{maxQueued} divided among the slow readers), so the
+        readers holding the most are dropped first, a reader that is only
+        briefly behind is not, and the total stays under twice L{maxQueued}.
         """
-        if nbytes > 0 and self.maxQueued and self.queued + nbytes > self.maxQueued:
-            return False
+        if self.maxQueued and self.queued + nbytes > self.maxQueued:
+            if queuedSize * self.slowReaders >= self.maxQueued:
+                return False
+        if not queuedSize:
+            self.slowReaders += 1
         self.queued += nbytes
         return True
+
+    def releaseQueued(self, queuedSize):
+        """
+        A slow reader's C{queuedSize} bytes were written or dropped.
+        """
+        if queuedSize:
+            self.queued -= queuedSize
+            self.slowReaders -= 1
 
     def close(self, transport):
         """
