@@ -6,7 +6,9 @@ greet's paused reading and relay's slow consumers.
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.internet.interfaces import INegotiated
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
@@ -295,6 +297,21 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.assertFalse(secondTransport.disconnecting)
         self.assertEqual((factory.limits.queued, factory.limits.slowReaders), (0, 0))
 
+    def test_neverPastTwiceTheTotal(self):
+        """
+        Past C{maxQueued}, a reader under its share may still take a line;
+        past twice C{maxQueued}, none may.
+        """
+        limits = Limits(maxQueued=100)
+        self.assertTrue(limits.chargeQueued(0, 90))
+        self.assertTrue(limits.chargeQueued(0, 60))
+        self.assertEqual((limits.queued, limits.slowReaders), (150, 2))
+        self.assertFalse(limits.chargeQueued(90, 1))
+        self.assertFalse(limits.chargeQueued(0, 51))
+        self.assertTrue(limits.chargeQueued(0, 50))
+        limits.releaseQueued(90)
+        self.assertEqual((limits.queued, limits.slowReaders), (110, 2))
+
     def test_queuedGivenBackWhenWritten(self):
         factory = RelayFactory(self.captured.log, LocalHub(), limits=Limits(self.clock))
         sender, _ = connect(factory, 6001)
@@ -352,3 +369,47 @@ class OpenFileLimitTests(SynchronousTestCase):
             rlimits = FakeResource(*limits)
             self.assertEqual(raiseOpenFileLimit(100, rlimits), 100)
             self.assertEqual(rlimits.limits, limits)
+
+
+@implementer(INegotiated)
+class TLSTransport(StringTransport):
+    """
+    A string transport that says it is TLS, as Twisted's TLS transport does.
+    """
+
+    negotiatedProtocol = None
+
+
+class HandshakeLimitTests(SynchronousTestCase):
+    """
+    Past C{maxHandshakes} TLS handshakes unfinished at once, the oldest is
+    aborted, so stalled handshakes neither hold memory without bound nor
+    keep a new client out.
+    """
+
+    def test_oldestUnfinishedAborted(self):
+        captured = CapturedLog()
+        limits = Limits(maxHandshakes=2)
+        factory = GreetFactory(captured.log, limits=limits)
+        first, firstTransport = connect(factory, 5001, TLSTransport)
+        second, secondTransport = connect(factory, 5002, TLSTransport)
+        second.handshakeCompleted()
+        third, thirdTransport = connect(factory, 5003, TLSTransport)
+        self.assertFalse(firstTransport.disconnecting)
+        fourth, fourthTransport = connect(factory, 5004, TLSTransport)
+        self.assertTrue(firstTransport.disconnected)
+        self.assertFalse(secondTransport.disconnecting or thirdTransport.disconnecting)
+        self.assertEqual(list(limits.handshakes), [third, fourth])
+        self.assertEqual(
+            captured.messages()[-2],
+            "over 2 TLS handshakes unfinished: aborted the oldest, 127.0.0.1:5001's",
+        )
+        disconnect(third)
+        self.assertEqual(list(limits.handshakes), [fourth])
+
+    def test_plainConnectionsNotCounted(self):
+        limits = Limits(maxHandshakes=1)
+        factory = GreetFactory(CapturedLog().log, limits=limits)
+        connect(factory, 5001)
+        connect(factory, 5002)
+        self.assertEqual(list(limits.handshakes), [])

@@ -5,7 +5,7 @@ the grace given to a closing connection before it is aborted.
 """
 
 import resource
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from twisted.internet import protocol
 
@@ -27,8 +27,8 @@ def peerHost(address):
 class Limits:
     """
     What one factory enforces, and the connection counts it needs for that.
-    Zero turns a limit off; the defaults are off, but for the two totals
-    that bound memory (L{maxInputHeld}, L{maxQueued}).
+    Zero turns a limit off; the defaults are off, but for those that bound
+    memory in all (L{maxInputHeld}, L{maxQueued}, L{maxHandshakes}).
 
     @ivar clock: schedules idle timeouts and aborts; L{None} with both off.
     @ivar idleTimeout: seconds without a complete line before a connection
@@ -50,15 +50,20 @@ class Limits:
     @ivar inputHeld: bytes held beyond their allowance now.
     @ivar maxQueued: relay: bytes all slow readers together may have queued
         (beyond their transports' buffers) before those holding the most are
-        dropped as too slow (L{chargeQueued}). On by default, for the same
-        reason.
+        dropped as too slow; at twice this, all are (L{chargeQueued}). On by
+        default, for the same reason.
     @ivar queued: relay: bytes queued for slow readers now.
     @ivar slowReaders: relay: readers with bytes queued now.
+    @ivar maxHandshakes: TLS handshakes unfinished at once before the oldest
+        is aborted (L{handshakeStarted}). On by default: 10,000 clients
+        stalled halfway through their handshakes would hold over 500 MiB.
+    @ivar handshakes: the protocols whose TLS handshake is unfinished,
+        oldest first.
     """
 
     def __init__(self, clock=None, idleTimeout=0, maxConnections=0, maxPerIP=0,
                  maxBuffer=0, closeGrace=5.0, inputAllowance=4096,
-                 maxInputHeld=32 << 20, maxQueued=64 << 20):
+                 maxInputHeld=32 << 20, maxQueued=64 << 20, maxHandshakes=1000):
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.idle = IdleWatch(clock, idleTimeout) if idleTimeout else None
@@ -73,6 +78,8 @@ class Limits:
         self.maxQueued = maxQueued
         self.queued = 0
         self.slowReaders = 0
+        self.maxHandshakes = maxHandshakes
+        self.handshakes = OrderedDict()
 
     def refusal(self, address, connected):
         """
@@ -118,11 +125,12 @@ class Limits:
         C{queuedSize} queued already; return whether it may have them. Under
         L{maxQueued} in all, any reader may; past it, only one holding less
         than its share (L{maxQueued} divided among the slow readers), so the
-        readers holding the most are dropped first, a reader that is only
-        briefly behind is not, and the total stays under twice L{maxQueued}.
+        readers holding the most are dropped first and a reader only briefly
+        behind is not; past twice L{maxQueued}, none may.
         """
-        if self.maxQueued and self.queued + nbytes > self.maxQueued:
-            if queuedSize * self.slowReaders >= self.maxQueued:
+        total = self.queued + nbytes
+        if self.maxQueued and total > self.maxQueued:
+            if total > 2 * self.maxQueued or queuedSize * self.slowReaders >= self.maxQueued:
                 return False
         if not queuedSize:
             self.slowReaders += 1
@@ -136,6 +144,22 @@ class Limits:
         if queuedSize:
             self.queued -= queuedSize
             self.slowReaders -= 1
+
+    def handshakeStarted(self, proto):
+        """
+        Count C{proto}'s TLS handshake. Past L{maxHandshakes} unfinished at
+        once, the oldest is aborted: a stalled handshake holds tens of KiB,
+        and a new client must still get its turn. Return the aborted one.
+        """
+        self.handshakes[proto] = None
+        if self.maxHandshakes and len(self.handshakes) > self.maxHandshakes:
+            oldest, _ = self.handshakes.popitem(last=False)
+            oldest.transport.abortConnection()
+            return oldest
+        return None
+
+    def handshakeDone(self, proto):
+        self.handshakes.pop(proto, None)
 
     def close(self, transport):
         """

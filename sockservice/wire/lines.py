@@ -8,7 +8,8 @@ L{LineProtocol} is built from parts a reader can find by name:
   - pending input: the partial line (and lines a paused protocol has not
     taken yet), held by the protocol, bounded by C{--max-line} and by the
     factory's shared input budget (L{Limits.chargeInput});
-  - idle: the factory's L{IdleWatch} (C{wire/idle.py});
+  - idle: the factory's L{IdleWatch} (C{wire/idle.py}), and for TLS the
+    cap on unfinished handshakes (L{Limits.handshakeStarted});
   - refusal: L{LineProtocol.refuse}, then L{Limits.close};
   - draining: L{LineProtocol.drain};
   - back-pressure: L{LineProtocol.registerAsProducer} and the
@@ -22,6 +23,8 @@ can carry them.
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IHandshakeListener, INegotiated
+from zope.interface import implementer
 
 from sockservice.fastpath.directwrite import noDelay, writeNow
 from sockservice.wire.addresses import describeAddress
@@ -82,6 +85,7 @@ def splitLines(data, maxLine):
     return data[:end], rest, tooLong(rest, maxLine)
 
 
+@implementer(IHandshakeListener)
 class LineProtocol(protocol.Protocol):
     """
     Splits each read once and hands all of its complete lines to
@@ -112,7 +116,21 @@ class LineProtocol(protocol.Protocol):
         self._idle = self.factory.limits.idle
         if self._idle is not None:
             self._idle.watch(self)
+        if INegotiated.providedBy(self.transport):
+            evicted = self.factory.limits.handshakeStarted(self)
+            if evicted is not None:
+                self.factory.log.warn(
+                    "over {maxHandshakes} TLS handshakes unfinished: aborted the oldest, "
+                    "{peer}'s", kind="handshakes",
+                    maxHandshakes=self.factory.limits.maxHandshakes, peer=evicted.peer,
+                )
         self.factory.connectionOpened(self)
+
+    def handshakeCompleted(self):
+        """
+        The TLS handshake is done: it no longer counts among the unfinished.
+        """
+        self.factory.limits.handshakeDone(self)
 
     @property
     def peer(self):
@@ -123,6 +141,7 @@ class LineProtocol(protocol.Protocol):
         return describeAddress(self.transport.getPeer())
 
     def connectionLost(self, reason):
+        self.factory.limits.handshakeDone(self)
         self.stopTaking()
         self.takePartialLine()
         cancelAbort(self._abort)
