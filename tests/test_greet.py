@@ -8,8 +8,8 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from sockservice.modes.greet import ACKS_PER_WRITE, OUTPUT_BUDGET, GreetFactory, limitBuffer
-from sockservice.wire.limits import Limits
+from sockservice.modes.greet import ACKS_PER_WRITE, OUTPUT_BUDGET, GreetFactory
+from sockservice.wire.limits import Limits, limitBuffer
 from tests.support import CapturedLog, connect, disconnect, received
 
 ACK = b"Information Received\n"

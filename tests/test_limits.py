@@ -13,7 +13,7 @@ from zope.interface import implementer
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.hubs.local import LocalHub
-from sockservice.wire.limits import Limits, raiseOpenFileLimit
+from sockservice.wire.limits import QUEUED_ENTRY, QUEUED_FLOOR, Limits, raiseOpenFileLimit
 from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
@@ -267,50 +267,34 @@ class RelaySlowConsumerTests(SynchronousTestCase):
 
     def test_allSlowReadersTogetherBounded(self):
         """
-        Past C{maxQueued} bytes queued for every slow reader together, a
-        reader holding its share of them or more is dropped; one briefly
-        behind, holding less, is not. What a dropped reader held is given
-        back.
+        Past C{maxQueued} queued for every slow reader together (each line
+        counted C{QUEUED_ENTRY} bytes more), a reader that would hold more
+        than its share of it is dropped; one holding less than
+        C{QUEUED_FLOOR} never is. What a dropped reader held is given back.
         """
+        maxQueued = 4 * QUEUED_FLOOR
         factory = RelayFactory(
             self.captured.log, LocalHub(),
-            limits=Limits(self.clock, maxBuffer=100, maxQueued=15),
+            limits=Limits(self.clock, maxBuffer=10 * QUEUED_FLOOR, maxQueued=maxQueued),
         )
+        line = b"x" * (QUEUED_FLOOR - QUEUED_ENTRY - 1) + b"\n"
         sender, _ = connect(factory, 6001)
-        first, firstTransport = connect(factory, 6002)
-        second, secondTransport = connect(factory, 6003)
-        first.pauseProducing()
-        sender.dataReceived(b"1234567\n" * 2)
-        self.assertEqual((first.queuedSize, factory.limits.queued), (16, 16))
-        second.pauseProducing()
-        sender.dataReceived(b"abc\n")
-        self.assertEqual(received(firstTransport), b"ERROR too slow\n")
-        self.assertEqual(
-            self.captured.messages()[-1],
-            "127.0.0.1:6002 is too slow: 16 bytes queued for slow readers in all, "
-            "16 of them for it, dropping it",
+        readers = [connect(factory, 6002 + n) for n in range(5)]
+        for reader, _ in readers:
+            reader.pauseProducing()
+        sender.dataReceived(line)
+        self.assertEqual(factory.limits.queued, 5 * QUEUED_FLOOR)
+        sender.dataReceived(line)
+        self.assertEqual([reader.queuedCost for reader, _ in readers],
+                         [0, 0, 2 * QUEUED_FLOOR, 0, 2 * QUEUED_FLOOR])
+        self.assertEqual([received(transport) for _, transport in readers],
+                         [b"ERROR too slow\n"] * 2 + [b""] + [b"ERROR too slow\n"] + [b""])
+        self.assertEqual((factory.limits.queued, factory.limits.slowReaders), (maxQueued, 2))
+        self.assertIn(
+            f"127.0.0.1:6002 is too slow: {5 * QUEUED_FLOOR} bytes queued for slow readers "
+            f"in all, {QUEUED_FLOOR} of them for it, dropping it",
+            self.captured.messages(),
         )
-        self.assertEqual((second.queuedSize, factory.limits.queued), (4, 4))
-        self.assertEqual(factory.limits.slowReaders, 1)
-        second.resumeProducing()
-        self.assertEqual(received(secondTransport), b"1234567\n" * 2 + b"abc\n")
-        self.assertFalse(secondTransport.disconnecting)
-        self.assertEqual((factory.limits.queued, factory.limits.slowReaders), (0, 0))
-
-    def test_neverPastTwiceTheTotal(self):
-        """
-        Past C{maxQueued}, a reader under its share may still take a line;
-        past twice C{maxQueued}, none may.
-        """
-        limits = Limits(maxQueued=100)
-        self.assertTrue(limits.chargeQueued(0, 90))
-        self.assertTrue(limits.chargeQueued(0, 60))
-        self.assertEqual((limits.queued, limits.slowReaders), (150, 2))
-        self.assertFalse(limits.chargeQueued(90, 1))
-        self.assertFalse(limits.chargeQueued(0, 51))
-        self.assertTrue(limits.chargeQueued(0, 50))
-        limits.releaseQueued(90)
-        self.assertEqual((limits.queued, limits.slowReaders), (110, 2))
 
     def test_queuedGivenBackWhenWritten(self):
         factory = RelayFactory(self.captured.log, LocalHub(), limits=Limits(self.clock))
@@ -318,7 +302,7 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         first, firstTransport = connect(factory, 6002)
         first.pauseProducing()
         sender.dataReceived(b"1234567\n")
-        self.assertEqual(factory.limits.queued, 8)
+        self.assertEqual(factory.limits.queued, 8 + QUEUED_ENTRY)
         first.resumeProducing()
         self.assertEqual(received(firstTransport), b"1234567\n")
         self.assertEqual(factory.limits.queued, 0)

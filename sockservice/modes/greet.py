@@ -4,8 +4,7 @@ greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 
 import re
 
-from twisted.internet.abstract import FileDescriptor
-
+from sockservice.wire.limits import limitBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
 
 #: Bytes of acks a client that does not read may have waiting in the
@@ -30,17 +29,6 @@ def afterLines(chunk, count):
     if pattern is None:
         pattern = _batches[count] = re.compile(rb"(?:[^\n]*\n){%d}" % count)
     return pattern.match(chunk).end()
-
-
-def limitBuffer(transport, size):
-    """
-    Make C{transport} pause its producer once C{size} bytes wait to be sent,
-    and read at most C{size} bytes at a time: a socket transport does both
-    by its C{bufferSize} (L{FileDescriptor.bufferSize}, 64 KiB by default).
-    Other transports (TLS, a test's) keep their own.
-    """
-    if isinstance(transport, FileDescriptor):
-        transport.bufferSize = size
 
 
 class GreetProtocol(LineProtocol):

@@ -6,9 +6,15 @@ client goes, byte for byte, to every other client; never back to the sender.
 from twisted.internet.error import ConnectionDone
 
 from sockservice.wire.auth import UNAUTHORIZED
+from sockservice.wire.limits import QUEUED_ENTRY, limitBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
 
 TOO_SLOW = b"ERROR too slow\n"
+
+#: Bytes a relay client's transport holds (and reads at a time) before it
+#: pauses and lines for it wait in L{RelayProtocol.queued}, shared with the
+#: other readers: 10,000 readers that never read hold this much each.
+TRANSPORT_BUFFER = 16 * 1024
 
 
 class RelayProtocol(LineProtocol):
@@ -27,13 +33,17 @@ class RelayProtocol(LineProtocol):
     @ivar queued: deliveries held back while the transport's buffer is
         full, or L{None} while it has room.
     @ivar queuedSize: their total size.
+    @ivar queuedCost: what they count for in all slow readers' total: their
+        size and C{QUEUED_ENTRY} bytes each for its place in the queue.
     """
 
     member = False
     queued = None
     queuedSize = 0
+    queuedCost = 0
 
     def connectionMade(self):
+        limitBuffer(self.transport, TRANSPORT_BUFFER)
         LineProtocol.connectionMade(self)
         self.registerAsProducer()
         if self.factory.gate is None:
@@ -75,6 +85,7 @@ class RelayProtocol(LineProtocol):
             self.transport.write(data)
         elif not self.refused:
             size = len(data)
+            cost = size + QUEUED_ENTRY
             limits = self.factory.limits
             if limits.maxBuffer and self.queuedSize + size > limits.maxBuffer:
                 self.refuse(
@@ -82,20 +93,21 @@ class RelayProtocol(LineProtocol):
                     "{peer} is too slow: over {maxBuffer} bytes queued for it, dropping it",
                     maxBuffer=limits.maxBuffer,
                 )
-            elif not limits.chargeQueued(self.queuedSize, size):
+            elif not limits.chargeQueued(self.queuedCost, cost):
                 self.refuse(
                     TOO_SLOW,
                     "{peer} is too slow: {queued} bytes queued for slow readers in all, "
                     "{queuedSize} of them for it, dropping it",
-                    queued=limits.queued, queuedSize=self.queuedSize,
+                    queued=limits.queued, queuedSize=self.queuedCost,
                 )
             else:
                 self.queued.append(data)
                 self.queuedSize += size
+                self.queuedCost += cost
 
     def _forgetQueued(self):
-        self.factory.limits.releaseQueued(self.queuedSize)
-        self.queued, self.queuedSize = None, 0
+        self.factory.limits.releaseQueued(self.queuedCost)
+        self.queued, self.queuedSize, self.queuedCost = None, 0, 0
 
     def pauseProducing(self):
         # The transport repeats this on every write while its buffer is full.

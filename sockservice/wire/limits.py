@@ -8,12 +8,22 @@ import resource
 from collections import Counter, OrderedDict
 
 from twisted.internet import protocol
+from twisted.internet.abstract import FileDescriptor
 
 from sockservice.wire.addresses import describeAddress
 from sockservice.wire.idle import IdleWatch
 
 SERVER_FULL = b"ERROR server full\n"
 SPARE_FILES = 64
+
+#: Bytes of queued lines any slow relay reader may hold whatever the others
+#: hold (L{Limits.chargeQueued}).
+QUEUED_FLOOR = 64 * 1024
+
+#: What one queued delivery costs beyond its bytes (shared with the other
+#: readers): its place in the queue, counted so that a flood of tiny lines
+#: is bounded too.
+QUEUED_ENTRY = 64
 
 
 def peerHost(address):
@@ -50,8 +60,9 @@ class Limits:
     @ivar inputHeld: bytes held beyond their allowance now.
     @ivar maxQueued: relay: bytes all slow readers together may have queued
         (beyond their transports' buffers) before those holding the most are
-        dropped as too slow; at twice this, all are (L{chargeQueued}). On by
-        default, for the same reason.
+        dropped as too slow (L{chargeQueued}); the total stays under this
+        plus L{QUEUED_FLOOR} per slow reader. On by default, for the same
+        reason.
     @ivar queued: relay: bytes queued for slow readers now.
     @ivar slowReaders: relay: readers with bytes queued now.
     @ivar maxHandshakes: TLS handshakes unfinished at once before the oldest
@@ -123,14 +134,14 @@ class Limits:
         """
         Count C{nbytes} more queued for a slow relay reader that has
         C{queuedSize} queued already; return whether it may have them. Under
-        L{maxQueued} in all, any reader may; past it, only one holding less
-        than its share (L{maxQueued} divided among the slow readers), so the
-        readers holding the most are dropped first and a reader only briefly
-        behind is not; past twice L{maxQueued}, none may.
+        L{maxQueued} in all, any reader may; past it, only one that would
+        still hold no more than its share: L{maxQueued} divided among the
+        slow readers, but at least L{QUEUED_FLOOR}, so the readers holding
+        the most are dropped and one only briefly behind is not.
         """
-        total = self.queued + nbytes
-        if self.maxQueued and total > self.maxQueued:
-            if total > 2 * self.maxQueued or queuedSize * self.slowReaders >= self.maxQueued:
+        if self.maxQueued and self.queued + nbytes > self.maxQueued:
+            share = self.maxQueued // (self.slowReaders or 1)
+            if queuedSize + nbytes > max(share, QUEUED_FLOOR):
                 return False
         if not queuedSize:
             self.slowReaders += 1
@@ -197,6 +208,19 @@ class RefusedProtocol(protocol.Protocol):
 
     def connectionLost(self, reason):
         cancelAbort(self._abort)
+
+
+def limitBuffer(transport, size):
+    """
+    Make C{transport} pause its producer once C{size} bytes wait to be sent,
+    and read at most C{size} bytes at a time: a socket transport does both
+    by its C{bufferSize} (L{FileDescriptor.bufferSize}, 64 KiB by default).
+    What waits there is a private copy per connection (Twisted joins it
+    when it writes), so the size bounds what each slow reader costs. Other
+    transports (TLS, a test's) keep their own.
+    """
+    if isinstance(transport, FileDescriptor):
+        transport.bufferSize = size
 
 
 def cancelAbort(abort):
