@@ -125,7 +125,8 @@ class Limits:
         if the total they may hold cannot take them.
         """
         wanted = pending - self.inputAllowance if pending > self.inputAllowance else 0
-        if wanted > charged and self.maxInputHeld and self.inputHeld + wanted - charged > self.maxInputHeld:
+        over = self.inputHeld + wanted - charged > self.maxInputHeld
+        if wanted > charged and self.maxInputHeld and over:
             return None
         self.inputHeld += wanted - charged
         return wanted

@@ -169,13 +169,13 @@ class LineProtocol(protocol.Protocol):
         """
         Take C{data}, after the input pending from earlier reads: its
         complete lines go to L{linesReceived} in one call, the partial line
-        after them waits for the next read. While paused nothing is split:
+        after them waits for the next read. While paused nothing is taken:
         it all waits (a transport may deliver what it had read before it
         paused). A line over the factory's C{maxLine}, complete or not, is
-        refused once the lines before it are taken (at once while paused). Pending input counts
-        against the factory's input budget; a connection that would exceed
-        it is refused as well. After a refusal, while draining or once
-        done, what arrives is discarded.
+        refused once the lines before it are taken (at once while paused).
+        Pending input counts against the factory's input budget; a
+        connection that would exceed it is refused as well. After a
+        refusal, while draining or once done, what arrives is discarded.
         """
         if not self.taking:
             return
@@ -275,11 +275,10 @@ class LineProtocol(protocol.Protocol):
     def drain(self):
         """
         Take no more lines and close once everything written is sent; a
-        partial line stays pending for the mode to deliver on a clean close.
-        Only
-        the sending side closes (a FIN after the pending output) and reading
-        goes on, discarding, until the peer closes: closing with unread input
-        would reset the connection and drop output still queued.
+        partial line stays pending, for the mode to deliver on a clean
+        close. Only the sending side closes (a FIN after the pending output)
+        and reading goes on, discarding, until the peer closes: closing with
+        unread input would reset the connection and drop output still queued.
         """
         self.draining = True
         self.stopTaking()
