@@ -121,15 +121,18 @@ class DrainingServiceTests(SynchronousTestCase):
 
 
 class RelayDrainingTests(SynchronousTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.factory = RelayFactory(self.captured.log, LocalHub())
+        self.service = DrainingService(self.factory, self.captured.clock, 10)
+        self.service.startService()
+
     def test_queuedLinesGoOutFirst(self):
         """
         Lines relay held back for a client that was not reading are written
         before its sending side closes.
         """
-        captured = CapturedLog()
-        factory = RelayFactory(captured.log, LocalHub())
-        service = DrainingService(factory, captured.clock, 10)
-        service.startService()
+        factory, service = self.factory, self.service
         sender, _ = connect(factory, 1, HalfClosingTransport)
         stalled, stalledTransport = connect(factory, 2, HalfClosingTransport)
         stalled.pauseProducing()
@@ -139,17 +142,12 @@ class RelayDrainingTests(SynchronousTestCase):
         self.assertEqual(stalledTransport.value(), b"one\ntwo\n")
         self.assertTrue(stalledTransport.writeClosed)
 
-
-class RelayDrainingLastLineTests(SynchronousTestCase):
     def test_partialLineDeliveredOnCleanClose(self):
         """
         A draining connection's partial line goes to the others when its
         client closes cleanly, and not after the deadline's abort.
         """
-        captured = CapturedLog()
-        factory = RelayFactory(captured.log, LocalHub())
-        service = DrainingService(factory, captured.clock, 10)
-        service.startService()
+        factory, service, captured = self.factory, self.service, self.captured
         clean, _ = connect(factory, 1, HalfClosingTransport)
         stuck, _ = connect(factory, 2, HalfClosingTransport)
         other, otherTransport = connect(factory, 3, HalfClosingTransport)
