@@ -67,11 +67,11 @@ def sendSome(sock, data):
         return 0
 
 
-def listenOverflows():
+def listenOverflows(netstat="/proc/net/netstat"):
     """
     The kernel's TcpExt ListenOverflows counter, system-wide.
     """
-    lines = Path("/proc/net/netstat").read_text().splitlines()
+    lines = Path(netstat).read_text().splitlines()
     for names, values in zip(lines[::2], lines[1::2]):
         if names.startswith("TcpExt:"):
             return int(dict(zip(names.split(), values.split()))["ListenOverflows"])
@@ -278,16 +278,11 @@ class Attacks:
         """
         greet: every client holds a partial line one byte short of --max-line.
         """
-
-        def attack(port, sockets):
-            partial = b"x" * (MAX_LINE - 1)
-
-            def hold(sock):
-                sendSome(sock, partial)
-
-            self.connectAll(port, sockets, hold)
-
-        self.run("greet: partial lines of 65,535 bytes", [], attack, Probe.greetAnswer)
+        partial = b"x" * (MAX_LINE - 1)
+        self.run("greet: partial lines of 65,535 bytes", [],
+                 lambda port, sockets: self.connectAll(port, sockets,
+                                                       lambda s: sendSome(s, partial)),
+                 Probe.greetAnswer)
 
     def relayNonReaders(self):
         """

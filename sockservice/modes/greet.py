@@ -36,15 +36,12 @@ class GreetProtocol(LineProtocol):
     Acknowledges every complete line, answering each read with one write
     (or a few, for thousands of lines). A client that sends but does not
     read its acks is not read either until it does: once L{OUTPUT_BUDGET}
-    bytes wait for it, the lines it sent wait, unanswered, and so does
-    what it sends next, in its own socket buffers.
+    bytes wait for it, the lines it sent wait, unanswered (counted in the
+    factory's input budget), and so does what it sends next, in its own
+    socket buffers.
     """
 
     _turn = None
-
-    def connectionMade(self):
-        limitBuffer(self.transport, OUTPUT_BUDGET)
-        LineProtocol.connectionMade(self)
 
     def pauseProducing(self):
         LineProtocol.pauseProducing(self)
@@ -63,6 +60,8 @@ class GreetProtocol(LineProtocol):
         if not self.producing:
             # Not on connect: TLS pauses its producer until the handshake is
             # done, and pausing greet stops reading, which stalls the handshake.
+            # Nor the buffer size: it would cost every idle connection memory.
+            limitBuffer(self.transport, OUTPUT_BUDGET)
             self.registerAsProducer()
         ack = self.factory.ack
         count = chunk.count(b"\n")

@@ -116,7 +116,8 @@ class LineProtocol(protocol.Protocol):
         self._idle = self.factory.limits.idle
         if self._idle is not None:
             self._idle.watch(self)
-        if INegotiated.providedBy(self.transport):
+        # Asked of the class: providedBy would cache a spec on each transport.
+        if INegotiated.implementedBy(type(self.transport)):
             evicted = self.factory.limits.handshakeStarted(self)
             if evicted is not None:
                 self.factory.log.warn(
