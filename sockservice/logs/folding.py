@@ -67,9 +67,6 @@ class FoldingLog:
         if kind is None or self.take(kind):
             self._logger.emit(level, format, **fields)
 
-    def debug(self, format=None, kind=None, **fields):
-        self.emit(LogLevel.debug, format, kind, **fields)
-
     def info(self, format=None, kind=None, **fields):
         self.emit(LogLevel.info, format, kind, **fields)
 
@@ -78,9 +75,6 @@ class FoldingLog:
 
     def error(self, format=None, kind=None, **fields):
         self.emit(LogLevel.error, format, kind, **fields)
-
-    def critical(self, format=None, kind=None, **fields):
-        self.emit(LogLevel.critical, format, kind, **fields)
 
     def observer(self, kind):
         """
