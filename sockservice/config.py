@@ -70,6 +70,7 @@ class Config:
     maxConnections: int = 10000
     maxPerIP: int = 0
     maxBuffer: int = 1 << 20
+    backlog: int = 1024
     token: Optional[bytes] = None
     tokenFile: Optional[str] = None
     logMessages: bool = False

@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import sys
+from dataclasses import replace
 
 from twisted.application import service
 from twisted.internet import endpoints
@@ -20,16 +21,17 @@ from sockservice.config import Config, fileError, readConfigFile
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.outbox import OUTBOX_LIMIT
 from sockservice.hubs.redisurl import EXTRA, RETAIN, parseRedisURL, redisClientInstalled
-from sockservice.logs.folding import FoldingLog
+from sockservice.logs.folding import FoldingLog, foldAcceptErrors
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
 from sockservice.service.abort import SecondSignalService
-from sockservice.service.draining import DrainingService
+from sockservice.service.draining import DrainingService, StopInOrder
 from sockservice.service.listening import CannotListen, ListeningService
 from sockservice.service.notify import NotifyService
 from sockservice.service.reload import ReloadService
 from sockservice.service.tls import loadCertificateOptions, useServerTLS
+from sockservice.wire.addresses import defaultBacklog, withBacklog
 from sockservice.wire.auth import TokenGate
 from sockservice.wire.limits import Limits, raiseOpenFileLimit
 
@@ -115,6 +117,10 @@ class Options(OneLineUsageErrors):
          wholeNumber("idle-timeout", 0)],
         ["max-connections", None, 10000, "Connections served at once",
          wholeNumber("max-connections", 1)],
+        ["backlog", None, None,
+         "Listen queue of --port and of every --listen tcp:, tcp6:, ssl: or unix: "
+         "endpoint that names none [default: 1024, or the system's somaxconn if lower]",
+         wholeNumber("backlog", 1)],
         ["max-per-ip", None, 0, "Connections served at once from one address; 0: no limit",
          wholeNumber("max-per-ip", 0)],
         ["max-buffer", None, None,
@@ -188,7 +194,7 @@ class Options(OneLineUsageErrors):
             if self[option] not in (None, 0) and mode not in modes:
                 raise self._bad(option, f"--{option} applies only to --mode {modes[0]}")
         for option, default in (("count", 5), ("ack", "Information Received"),
-                                ("max-buffer", 1 << 20)):
+                                ("max-buffer", 1 << 20), ("backlog", defaultBacklog())):
             if self[option] is None:
                 self[option] = default
         token = None
@@ -405,6 +411,24 @@ def globalReactor():
     return reactor
 
 
+def fitOpenFileLimit(config, openFileLimit):
+    """
+    C{config} with C{maxConnections} lowered to what the open file limit
+    lets in, once C{openFileLimit} has raised it as far as it goes, with
+    one warning when it had to be: clients over it then get C{ERROR server
+    full} instead of a failed accept.
+    """
+    fitting = openFileLimit(config.maxConnections)
+    if fitting >= config.maxConnections:
+        return config
+    Logger().warn(
+        "the open file limit lets only {fitting} connections in, "
+        "not --max-connections {wanted}: raise it (ulimit -n, LimitNOFILE=)",
+        fitting=fitting, wanted=config.maxConnections,
+    )
+    return replace(config, maxConnections=fitting)
+
+
 def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOpenFileLimit,
                 signals=signal):
     """
@@ -412,7 +436,9 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
     from C{options.config}. In collect mode it stops listening once the
     count is reached and stops the reactor (twistd exits 0) when the last
     connection has closed. Stopping closes the listeners, then drains the
-    connections, then stops the Redis hub; systemd hears READY=1 once all
+    connections, then, once they have all closed, stops the Redis hub;
+    accept errors (out of descriptors) are logged at most once a second;
+    systemd hears READY=1 once all
     listen, RELOADING=1 and READY=1 around a reload (SIGHUP) and
     STOPPING=1 first thing on stop. A second SIGINT or SIGTERM while
     stopping aborts the connections still draining.
@@ -428,18 +454,12 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
     @param signals: where the SIGHUP, SIGINT and SIGTERM handlers go (the
         L{signal} module).
     """
-    config = options.config
     if reactor is None:
         reactor = globalReactor()
-    fitting = openFileLimit(config.maxConnections)
-    if fitting < config.maxConnections:
-        Logger().warn(
-            "the open file limit lets only {fitting} connections in, "
-            "not --max-connections {wanted}: raise it (ulimit -n, LimitNOFILE=)",
-            fitting=fitting, wanted=config.maxConnections,
-        )
+    config = fitOpenFileLimit(options.config, openFileLimit)
     factory = makeFactory(config, reactor)
-    top = service.MultiService()
+    acceptErrors = FoldingLog(Logger(namespace="sockservice.accept"), reactor, budget=1)
+    top = StopInOrder()
     hub = getattr(factory, "hub", None)
     if service.IService.providedBy(hub):
         hub.setServiceParent(top)
@@ -447,17 +467,18 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
     draining.setServiceParent(top)
     listeners, tls = [], {}
     for description in config.endpoints:
-        endpoint = endpoints.serverFromString(reactor, description)
+        endpoint = endpoints.serverFromString(reactor, withBacklog(description, config.backlog))
         serverTLS = useServerTLS(endpoint)
         if serverTLS is not None:
             tls[description] = serverTLS
         listener = ListeningService(endpoint, description, factory)
+        listener.whenListening().addCallback(foldAcceptErrors, acceptErrors)
         listener.setServiceParent(top)
         listeners.append(listener)
     notifier = NotifyService(listeners, reactor, environ)
     notifier.setServiceParent(top)
     ReloadService(
-        config, lambda: Options.configFrom(config.argv), factory, draining, notifier, reactor,
+        config, lambda: fitOpenFileLimit(Options.configFrom(config.argv), openFileLimit), factory, draining, notifier, reactor,
         tls=tls, loadTLS=loadCertificateOptions, signals=signals,
     ).setServiceParent(top)
     SecondSignalService(factory, reactor, signals).setServiceParent(top)

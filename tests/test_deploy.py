@@ -17,6 +17,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sockservice.wire.addresses import BACKLOG
 from tests.realserver import LISTENING
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,6 +229,18 @@ class InstallTests(SynchronousTestCase):
             "install.sh: unknown option --bogus\n"
             "usage: sh deploy/install.sh [--socket] [--uninstall] [--root DIR]\n",
         )
+
+
+class SocketUnitTests(SynchronousTestCase):
+    def test_backlogMatchesTheService(self):
+        """
+        The socket unit queues as many connections as the service would
+        itself (--backlog's default), so socket activation drops no burst
+        the service alone would take.
+        """
+        with open(os.path.join(DEPLOY, "sockservice.socket")) as f:
+            backlogs = re.findall(r"^Backlog=(\d+)$", f.read(), re.M)
+        self.assertEqual(backlogs, [str(BACKLOG)])
 
 
 class CloudInitTests(SynchronousTestCase):

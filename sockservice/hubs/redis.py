@@ -303,8 +303,9 @@ class RedisHub(service.Service):
             return unpack(fields[1])
         except ValueError as e:
             self.log.warn(
-                "foreign", "ignored an entry in {channel}: {problem}",
+                "ignored an entry in {channel}: {problem}",
                 channel=self.channel, problem=str(e),
+                kind="foreign",
             )
             return None
 
@@ -339,7 +340,7 @@ class RedisHub(service.Service):
         yield gatherResults([client.stopService() for client in self.clients])
         self.log.stop()
         if self.outbox.lostLines or self.missed or self.resets:
-            self.log.logger.warn(
+            self.log.warn(
                 "Redis backplane {address} stopped: {tally}",
                 address=str(self.address), tally=self.tally(),
             )
@@ -396,7 +397,7 @@ class RedisHub(service.Service):
         if reason.check(txredisapi.ConnectionError) and proto.lostReason is not None:
             reason = proto.lostReason
         if reason.check(txredisapi.ResponseError):
-            self.log.logger.error(
+            self.log.error(
                 "Redis at {address} refused this node ({problem}): "
                 "relaying locally only, retrying",
                 address=str(self.address), problem=reason.getErrorMessage(),
@@ -409,7 +410,7 @@ class RedisHub(service.Service):
             problem = f"no answer within {CONNECT_TIMEOUT} seconds"
         else:
             problem = reason.getErrorMessage()
-        self.log.logger.warn(
+        self.log.warn(
             "cannot reach the Redis backplane {address} ({problem}): "
             "relaying locally only, retrying",
             address=str(self.address), problem=problem,
@@ -431,7 +432,7 @@ class RedisHub(service.Service):
             self._watch(proto, "writer")
             self.outbox.attach(partial(self._append, proto))
             self._troubleLogged = False
-            self.log.logger.info(
+            self.log.info(
                 "Redis backplane {address} connected: appending to {channel} "
                 "as node {node} ({tally} so far)",
                 address=str(self.address), channel=self.channel,
@@ -450,7 +451,7 @@ class RedisHub(service.Service):
     def _prepareReader(self, proto):
         def read(positioned):
             self._watch(proto, "reader")
-            self.log.logger.info(
+            self.log.info(
                 "Redis backplane {address}: reading {channel} after entry {lastId}",
                 address=str(self.address), channel=self.channel,
                 lastId=self.lastId.decode(),
@@ -522,7 +523,7 @@ class RedisHub(service.Service):
 
     def _lostUnread(self, why):
         self.resets += 1
-        self.log.logger.warn(
+        self.log.warn(
             "the Redis backplane {address} lost entries of {channel} ({why}; "
             "restarted without persistence?): lines other nodes appended after "
             "entry {lastId}, if any, never reach this node; each sender's loss "
@@ -562,9 +563,10 @@ class RedisHub(service.Service):
             return
         self._failedSetups += 1
         self.log.warn(
-            "read refused", "Redis backplane {address} refused to read {channel} "
+            "Redis backplane {address} refused to read {channel} "
             "({problem}): reconnecting", address=str(self.address),
             channel=self.channel, problem=reason.getErrorMessage(),
+            kind="read refused",
         )
         proto.transport.abortConnection()
 
@@ -575,7 +577,7 @@ class RedisHub(service.Service):
         (what was appended and not confirmed is appended again).
         """
         self._silence = None
-        self.log.logger.warn(
+        self.log.warn(
             "Redis backplane {address} did not answer for {seconds:g} seconds: reconnecting",
             address=str(self.address), seconds=BLOCK_MS / 1000 + CONNECT_TIMEOUT,
         )
@@ -590,7 +592,7 @@ class RedisHub(service.Service):
             self._silence.cancel()
             self._silence = None
         if self.running:
-            self.log.logger.warn(
+            self.log.warn(
                 "lost the Redis backplane {address} ({role}): relaying locally "
                 "only until it is back",
                 address=str(self.address), role=role,
@@ -604,10 +606,11 @@ class RedisHub(service.Service):
     def _missing(self, node, lines):
         self.missed += lines
         self.log.warn(
-            "lost on the way", "lost {lines} lines from node {node} on the way ({cause}); "
+            "lost {lines} lines from node {node} on the way ({cause}); "
             "{missed} lines from other nodes lost so far",
             lines=lines, node=node.decode("utf-8", "replace"), cause=self._gapCause,
             missed=self.missed,
+            kind="lost on the way",
         )
 
     def _dropped(self, lines, nbytes, why):
@@ -618,7 +621,7 @@ class RedisHub(service.Service):
         else:
             why = f"Redis refused it: {why}"
         if self.log.take("not relayed to other nodes", 1, nbytes):
-            self.log.logger.warn(
+            self.log.warn(
                 "not relayed to other nodes: {lines} lines, {nbytes} bytes ({why}; "
                 "{lost} lines, {lostBytes} bytes so far)",
                 lines=lines, nbytes=nbytes, why=why, lost=self.outbox.lostLines,
