@@ -88,12 +88,12 @@ class Browser:
 
 
 class WebSocketTestCase(SynchronousTestCase):
-    def serve(self, factory, origins=(), tokenRequired=False):
+    def serve(self, factory, origins=()):
         self.clock = Clock()
         self.sockets = LineSockets(factory, self.clock)
         self.sockets.startService()
         self.addCleanup(lambda: self.sockets.running and self.sockets.stopService())
-        self.site = ChatSite(self.clock, self.sockets, origins, tokenRequired)
+        self.site = ChatSite(self.clock, self.sockets, origins)
         return self.site
 
     def browser(self, **kwargs):
@@ -255,8 +255,9 @@ class OptionsTests(SynchronousTestCase):
             "--websocket", "tcp:0", "--websocket", "unix:/tmp/x.sock",
             "--websocket-origin", "https://A.example", "--websocket-origin", "http://b.example:81",
         )
-        self.assertEqual(options["websocket"], ["tcp:0", "unix:/tmp/x.sock"])
-        self.assertEqual(options["websocket-origin"], ["https://a.example", "http://b.example:81"])
+        self.assertEqual(options.config.websocket, ("tcp:0", "unix:/tmp/x.sock"))
+        self.assertEqual(options.config.websocketOrigin,
+                         ("https://a.example", "http://b.example:81"))
 
     def test_errors(self):
         self.assertUsageError(
@@ -367,7 +368,7 @@ class RelayTests(WebSocketTestCase):
             self.captured.log, LocalHub(), gate=gate,
             limits=Limits(self.captured.clock, **limits),
         )
-        self.serve(self.factory, tokenRequired=gate is not None)
+        self.serve(self.factory)
 
     def test_oneHubWithTCP(self):
         """

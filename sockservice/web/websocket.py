@@ -40,8 +40,7 @@ from sockservice.fastpath.directwrite import writeNow
 from sockservice.modes.relay import TOO_SLOW
 from sockservice.service.listening import ListeningService
 from sockservice.wire.auth import UNAUTHORIZED
-from sockservice.wire.addresses import describeAddress
-from sockservice.wire.limits import SERVER_FULL, cancelAbort
+from sockservice.wire.limits import SERVER_FULL
 from sockservice.wire.lines import IDLE_TIMEOUT, LINE_TOO_LONG
 
 NORMAL = 1000
@@ -135,7 +134,6 @@ class LineBridge(LineMessages):
 
     protocol = None
     disconnecting = False
-    _abort = None
     _lastLine = b""
     _inbound = ()
 
@@ -200,13 +198,10 @@ class LineBridge(LineMessages):
         included): past that, C{ERROR line too long} and close 1009, even
         before the rest of it arrives.
         """
-        factory = self.sockets.factory
-        self.write(LINE_TOO_LONG)
-        factory.log.warn(
-            "refused", "message too long from {peer} (over {maxLine} bytes): closing",
-            peer=describeAddress(self.getPeer()), maxLine=factory.maxLine,
+        self.protocol.refuse(
+            LINE_TOO_LONG, "message too long from {peer} (over {maxLine} bytes): closing",
+            maxLine=self.sockets.factory.maxLine,
         )
-        self._abort = factory.limits.close(self)
 
     def pongReceived(self, payload):
         """
@@ -218,7 +213,6 @@ class LineBridge(LineMessages):
 
     def connectionLost(self, reason):
         self.disconnecting = True
-        cancelAbort(self._abort)
         self.sockets.bridges.discard(self)
         if self.protocol is not None:
             self.protocol.connectionLost(reason)
@@ -403,21 +397,23 @@ class OriginCheckedResource(WebSocketResource):
 class ChatPage(resource.Resource):
     """
     C{/}: the chat page (one file of HTML, CSS and JS, in the package) for
-    C{mode}, with the token field shown when the server wants a token.
+    C{factory}'s mode, with the token field shown while the factory wants a
+    token (a reload may start or stop asking for one).
     """
 
     isLeaf = True
 
-    def __init__(self, mode, tokenRequired):
+    def __init__(self, factory):
         super().__init__()
+        self.factory = factory
         page = resources.files(__package__).joinpath("page", "chat.html").read_bytes()
-        page = page.replace(b"{{mode}}", mode.encode("ascii"))
-        self.page = page.replace(b"{{token}}", b"required" if tokenRequired else b"none")
+        self.page = page.replace(b"{{mode}}", factory.mode.encode("ascii"))
 
     def render_GET(self, request):
         request.setHeader("content-type", "text/html; charset=utf-8")
         request.setHeader("cache-control", "no-cache")
-        return self.page
+        token = b"none" if getattr(self.factory, "gate", None) is None else b"required"
+        return self.page.replace(b"{{token}}", token)
 
 
 class ChatSite(server.Site):
@@ -431,9 +427,9 @@ class ChatSite(server.Site):
 
     noisy = False
 
-    def __init__(self, reactor, sockets, origins=(), tokenRequired=False):
+    def __init__(self, reactor, sockets, origins=()):
         root = resource.Resource()
-        root.putChild(b"", ChatPage(sockets.factory.mode, tokenRequired))
+        root.putChild(b"", ChatPage(sockets.factory))
         root.putChild(b"ws", OriginCheckedResource(sockets, origins))
         super().__init__(root, timeout=HTTP_TIMEOUT, reactor=reactor)
         self.mode = f"{sockets.factory.mode} (WebSocket)"
@@ -447,11 +443,11 @@ class WebSocketService(service.MultiService):
     @ivar listeners: a L{ListeningService} per endpoint.
     """
 
-    def __init__(self, reactor, factory, descriptions, origins=(), tokenRequired=False):
+    def __init__(self, reactor, factory, descriptions, origins=()):
         super().__init__()
         sockets = LineSockets(factory, reactor)
         sockets.setServiceParent(self)
-        site = ChatSite(reactor, sockets, origins, tokenRequired)
+        site = ChatSite(reactor, sockets, origins)
         self.listeners = []
         for description in descriptions:
             endpoint = endpoints.serverFromString(reactor, description)
