@@ -19,6 +19,7 @@ from wsproto.events import (
     Request, TextMessage,
 )
 
+from sockservice.client.cli import Options as ClientCommand
 from sockservice.client.websocket import webSocketURL
 from sockservice.hubs.local import LocalHub
 from sockservice.modes.collect import CollectFactory
@@ -227,6 +228,25 @@ class OriginTests(WebSocketTestCase):
         for bad in ["http://x", "ws://", "ws://x:99999", "127.0.0.1:8080"]:
             self.assertRaises(ValueError, webSocketURL, bad)
 
+    def test_chatOptions(self):
+        """
+        C{chat --websocket URL} names the server: HOST PORT beside it is a
+        usage error.
+        """
+        options = ClientCommand()
+        options.parseOptions(["chat", "--websocket", "ws://127.0.0.1:8080"])
+        self.assertEqual(options.subOptions["websocket"], "ws://127.0.0.1:8080/ws")
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit) as raised:
+            ClientCommand().parseOptions(["chat", "--websocket", "ws://x", "127.0.0.1", "80"])
+        self.assertEqual(raised.exception.code, 2)
+        self.assertEqual(
+            stderr.getvalue(),
+            "sockservice chat: --websocket URL names the server: give it or HOST PORT, "
+            "not both (see sockservice chat --help)\n",
+        )
+
     def test_parseOrigin(self):
         self.assertEqual(parseOrigin("https://Chat.Example.com:8443"), "https://chat.example.com:8443")
         for bad in ["chat.example.com", "https://chat.example.com/", "ftp://x", "https://x:99999",
@@ -416,6 +436,27 @@ class RelayTests(WebSocketTestCase):
         self.assertEqual(browser.closeCode(), 1000)
         tcp.dataReceived(b"too late\n")
         self.assertEqual(browser.read(), [])
+
+    def test_closeReason(self):
+        """
+        A browser's close frame 1000 or 1001 is a clean close for the mode,
+        like a FIN (relay would end a held last line); a socket closed
+        without a close frame, or after another code, is one cut short.
+        """
+        self.relay()
+        for port, code in [(5000, 1000), (5001, 1001), (5002, 4000), (5003, None)]:
+            browser = self.browser(port=port)
+            if code is not None:
+                browser.channel.dataReceived(browser.ws.send(CloseConnection(code)))
+            browser.disconnect()
+        cut = "Connection to the other side was lost in a non-clean fashion: "
+        self.assertEqual(
+            [m for m in self.captured.messages() if m.startswith("connection closed")],
+            ["connection closed: 127.0.0.1:5000 (Connection was closed cleanly.)",
+             "connection closed: 127.0.0.1:5001 (Connection was closed cleanly.)",
+             f"connection closed: 127.0.0.1:5002 ({cut}WebSocket close code 4000.)",
+             f"connection closed: 127.0.0.1:5003 ({cut}closed without a WebSocket close frame.)"],
+        )
 
     def test_tooSlow(self):
         """

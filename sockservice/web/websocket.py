@@ -10,7 +10,7 @@ each line written into a message.
 
 Twisted's own L{twisted.web.websocket} (wsproto underneath) does the
 handshake, reads frames, answers pings and closes. It is new and small, and
-this module leans on it in three ways beyond its documented API, each said
+this module leans on it in four ways beyond its documented API, each said
 where it is done and checked by tests/test_websocket.py on Twisted's code:
 
  - Twisted gathers a message's frames (C{_textBuffer}/C{_bytesBuffer}) with
@@ -18,6 +18,9 @@ where it is done and checked by tests/test_websocket.py on Twisted's code:
    the HTTP channel's C{dataReceived} as Twisted's upgrade itself does, and
    refuses a message as soon as it has more than C{--max-line} bytes.
  - The same takeover gives each read's messages to the mode as one chunk.
+ - The peer's close code is read from the events of the wsproto connection
+   (C{_wsconn}) that Twisted's code reads, for a clean close to be told
+   from a socket closed without a close frame.
  - Messages out are framed by wsproto once for all connections
    (L{ServerFrames}) and written to the socket directly, as Twisted would
    write them one by one: without extensions (Twisted offers none) a whole
@@ -29,11 +32,13 @@ from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.internet import endpoints, interfaces
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.websocket import WebSocketResource
 from wsproto import Connection, ConnectionType
-from wsproto.events import BytesMessage, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from zope.interface import implementer
 
 from sockservice.fastpath.directwrite import writeNow
@@ -48,6 +53,9 @@ GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
+#: The close codes of a peer that closed on purpose: a clean close, like a
+#: TCP FIN, that ends a relay client's last held line.
+CLEAN_CLOSES = (NORMAL, GOING_AWAY)
 
 #: The close code each ERROR line implies, when it is the last line sent.
 CLOSE_CODES = {
@@ -130,10 +138,12 @@ class LineBridge(LineMessages):
     @ivar protocol: the mode's protocol, once the upgrade is done.
     @ivar disconnecting: whether this side closed (or the socket is gone):
         what came before the peer's close frame is still read.
+    @ivar peerCloseCode: the code of the peer's close frame, once read.
     """
 
     protocol = None
     disconnecting = False
+    peerCloseCode = None
     _lastLine = b""
     _inbound = ()
 
@@ -157,7 +167,17 @@ class LineBridge(LineMessages):
         self._wireReceived = channel.dataReceived
         channel.dataReceived = self._rawDataReceived
         self.sockets.bridges.add(self)
+        # Twisted's internals (see the module docstring): the close code.
+        connection = self.socket._wsconn
+        events = connection.events
+        connection.events = lambda: self._watchClose(events())
         proto.makeConnection(self)
+
+    def _watchClose(self, events):
+        for event in events:
+            if isinstance(event, CloseConnection):
+                self.peerCloseCode = event.code
+            yield event
 
     def _rawDataReceived(self, data):
         """
@@ -212,10 +232,23 @@ class LineBridge(LineMessages):
             idle.touch(self.protocol)
 
     def connectionLost(self, reason):
+        """
+        The mode sees a clean close (L{ConnectionDone}) only when the peer
+        sent a close frame of L{CLEAN_CLOSES}: a socket closed without one
+        is a connection cut short, as a reset is on TCP.
+        """
         self.disconnecting = True
         self.sockets.bridges.discard(self)
-        if self.protocol is not None:
-            self.protocol.connectionLost(reason)
+        if self.protocol is None:
+            return
+        if self.peerCloseCode in CLEAN_CLOSES:
+            reason = Failure(ConnectionDone())
+        elif reason.check(ConnectionDone):
+            reason = Failure(ConnectionLost(
+                "closed without a WebSocket close frame" if self.peerCloseCode is None
+                else f"WebSocket close code {self.peerCloseCode}"
+            ))
+        self.protocol.connectionLost(reason)
 
     def ping(self):
         if self._sending:
