@@ -10,7 +10,7 @@ import sys
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from wsproto import ConnectionType, WSConnection
@@ -26,10 +26,11 @@ from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
 from sockservice.service.draining import DrainingService
-from sockservice.tap import Options
+from sockservice.service.listening import ListeningService
+from sockservice.tap import Options, makeService
 from sockservice.wire.auth import TokenGate
 from sockservice.wire.limits import Limits
-from sockservice.web.websocket import ChatSite, LineSockets, parseOrigin
+from sockservice.web.websocket import ChatSite, LineSockets, WebSocketService, parseOrigin
 from tests.support import CapturedLog, connect, received
 
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -294,6 +295,36 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+class StopOrderTests(SynchronousTestCase):
+    def test_drainedLikeTCP(self):
+        """
+        makeService's stop closes the WebSocket listener with the TCP one,
+        before the drain; the drain then closes browsers with 1001 "going
+        away", and the stop waits for them to go.
+        """
+        options = Options()
+        options.parseOptions(["--mode", "relay", "--port", "0", "--websocket", "tcp:0"])
+        top = makeService(options, reactor=MemoryReactorClock(), environ={})
+        top.privilegedStartService()
+        top.startService()
+        [tcpListener] = [each for each in top if isinstance(each, ListeningService)]
+        [[webListener]] = [each.listeners for each in top if isinstance(each, WebSocketService)]
+        events = []
+        for name, listener in [("tcp", tcpListener), ("websocket", webListener)]:
+            stop = listener.stopService
+            self.patch(listener, "stopService",
+                       lambda name=name, stop=stop: events.append(name) or stop())
+        browser = Browser(webListener.factory)
+        self.assertEqual(browser.read(), [])
+
+        stopped = top.stopService()
+        self.assertEqual(events, ["websocket", "tcp"])
+        self.assertEqual(browser.closeCode(), 1001)
+        self.assertNoResult(stopped)
+        browser.disconnect()
+        self.successResultOf(stopped)
+
+
 class LimitTests(WebSocketTestCase):
     def setUp(self):
         self.captured = CapturedLog()
@@ -482,9 +513,13 @@ class RelayTests(WebSocketTestCase):
         stranger.send("guess")
         self.assertEqual(stranger.read(), ["ERROR unauthorized"])
         self.assertEqual(stranger.closeCode(), 1008)
+        self.assertIn(b'data-token="required"', self.page())
+        self.factory.gate = None  # as a reload that drops token-file does
+        self.assertIn(b'data-token="none"', self.page())
+
+    def page(self):
         page = Browser(self.site, target="/")
-        body = b"".join(e.data for e in page.events if isinstance(e, RejectData))
-        self.assertIn(b'data-token="required"', body)
+        return b"".join(e.data for e in page.events if isinstance(e, RejectData))
 
 
 class CollectTests(WebSocketTestCase):
