@@ -16,9 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from sockservice.service.abort import SecondSignalService
 from sockservice.service.notify import NotifyService
 from sockservice.service.reload import ReloadService
+from sockservice.web.websocket import WebSocketService
 from sockservice.tap import Options
 from tests.support import connect, makeCertificate, received
 from tests.test_tap import FakeSignals, build
+from tests.test_websocket import Browser
 
 
 class ThreadCallingReactor(MemoryReactorClock):
@@ -215,6 +217,26 @@ class ReloadTests(SynchronousTestCase):
         self.assertIsInstance(self.signals.handlers[signal.SIGHUP].__self__, ReloadService)
         self.service.stopService()
         self.assertEqual(self.signals.handlers[signal.SIGHUP], signal.SIG_IGN)
+
+    def test_webSocketConnections(self):
+        """
+        The live limits apply to browser connections too (they share the
+        factory); changed WebSocket listeners need a restart.
+        """
+        config = 'mode = "relay"\nlisten = ["tcp:1"]\nwebsocket = ["tcp:2"]\n'
+        factory = self.start(config)
+        [[listener]] = [s.listeners for s in self.service if isinstance(s, WebSocketService)]
+        browser = Browser(listener.factory)
+        lines = self.hangUp(config.replace("tcp:2", "tcp:3") + "max-line = 9\nmax-per-ip = 1\n")
+        self.assertEqual(lines, [
+            (LogLevel.info, f"reloaded {self.path}: max-line, max-per-ip changed"),
+            (LogLevel.warn, f"websocket changed in {self.path}: left as it was until a restart"),
+        ])
+        self.assertEqual(factory.limits.perHost, {"127.0.0.1": 1})
+        refused = Browser(listener.factory, port=5001)
+        self.assertEqual((refused.read(), refused.closeCode()), (["ERROR server full"], 1013))
+        browser.send("0123456789")
+        self.assertEqual((browser.read(), browser.closeCode()), (["ERROR line too long"], 1009))
 
 
 class SecondSignalTests(SynchronousTestCase):
