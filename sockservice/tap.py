@@ -497,12 +497,9 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
         hub.setServiceParent(top)
     draining = DrainingService(factory, reactor, config.drainTimeout)
     draining.setServiceParent(top)
-    listeners, tls = [], {}
+    listeners = []
     for description in config.endpoints:
         endpoint = endpoints.serverFromString(reactor, withBacklog(description, config.backlog))
-        serverTLS = useServerTLS(endpoint)
-        if serverTLS is not None:
-            tls[description] = serverTLS
         listener = ListeningService(endpoint, description, factory)
         listener.whenListening().addCallback(foldAcceptErrors, acceptErrors)
         listener.setServiceParent(top)
@@ -511,6 +508,8 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
         websockets = WebSocketService(reactor, factory, config.websocket, config.websocketOrigin)
         websockets.setServiceParent(top)
         listeners.extend(websockets.listeners)
+    tls = {listener.description: serverTLS for listener in listeners
+           if (serverTLS := useServerTLS(listener.endpoint)) is not None}
     notifier = NotifyService(listeners, reactor, environ)
     notifier.setServiceParent(top)
     ReloadService(

@@ -16,8 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from sockservice.service.abort import SecondSignalService
 from sockservice.service.notify import NotifyService
 from sockservice.service.reload import ReloadService
-from sockservice.web.websocket import WebSocketService
 from sockservice.tap import Options
+from sockservice.web.websocket import WebSocketService
 from tests.support import connect, makeCertificate, received
 from tests.test_tap import FakeSignals, build
 from tests.test_websocket import Browser
@@ -237,6 +237,22 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual((refused.read(), refused.closeCode()), (["ERROR server full"], 1013))
         browser.send("0123456789")
         self.assertEqual((browser.read(), browser.closeCode()), (["ERROR line too long"], 1009))
+
+
+    def test_webSocketCertificate(self):
+        """
+        A wss listener's certificate is reloaded as the others are.
+        """
+        key, cert = makeCertificate(self.directory)
+        wss = f"ssl:2:privateKey={key}:certKey={cert}"
+        text = f'listen = ["tcp:1"]\nwebsocket = ["{wss}"]\n'
+        self.start(text)
+        [[listener]] = [s.listeners for s in self.service if isinstance(s, WebSocketService)]
+        self.assertEqual(self.reloader.tls, {wss: listener.endpoint._sslContextFactory})
+        makeCertificate(self.directory)
+        self.assertEqual(self.hangUp(text), [
+            (LogLevel.info, f"reloaded {self.path}: certificate of {wss} changed"),
+        ])
 
 
 class SecondSignalTests(SynchronousTestCase):
