@@ -18,9 +18,10 @@ where it is done and checked by tests/test_websocket.py on Twisted's code:
    the HTTP channel's C{dataReceived} as Twisted's upgrade itself does, and
    refuses a message as soon as it has more than C{--max-line} bytes.
  - The same takeover gives each read's messages to the mode as one chunk.
- - The peer's close code is read from the events of the wsproto connection
-   (C{_wsconn}) that Twisted's code reads, for a clean close to be told
-   from a socket closed without a close frame.
+ - Twisted's handler of the peer's close frame (in C{_handleEvent}, its
+   dispatcher of wsproto events) is wrapped to note the close code on the
+   L{LineBridge}, so a clean close is told from a socket closed without a
+   close frame; once for the process, nothing per connection.
  - Messages out are framed by wsproto once for all connections
    (L{ServerFrames}) and written to the socket directly, as Twisted would
    write them one by one: without extensions (Twisted offers none) a whole
@@ -35,7 +36,7 @@ from twisted.internet import endpoints, interfaces
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import _websocket_impl, resource, server
 from twisted.web.websocket import WebSocketResource
 from wsproto import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
@@ -167,17 +168,7 @@ class LineBridge(LineMessages):
         self._wireReceived = channel.dataReceived
         channel.dataReceived = self._rawDataReceived
         self.sockets.bridges.add(self)
-        # Twisted's internals (see the module docstring): the close code.
-        connection = self.socket._wsconn
-        events = connection.events
-        connection.events = lambda: self._watchClose(events())
         proto.makeConnection(self)
-
-    def _watchClose(self, events):
-        for event in events:
-            if isinstance(event, CloseConnection):
-                self.peerCloseCode = event.code
-            yield event
 
     def _rawDataReceived(self, data):
         """
@@ -315,6 +306,22 @@ class LineBridge(LineMessages):
 
     def stopProducing(self):
         self.request.transport.stopProducing()
+
+
+_closeFrameReceived = _websocket_impl._handleEvent.dispatch(CloseConnection)
+
+
+def _noteCloseCode(event, proto):
+    """
+    Twisted's handling of a peer's close frame, after noting its code on a
+    L{LineBridge} (see the module docstring).
+    """
+    if isinstance(proto._wsp, LineBridge):
+        proto._wsp.peerCloseCode = event.code
+    _closeFrameReceived(event, proto)
+
+
+_websocket_impl._handleEvent.register(CloseConnection, _noteCloseCode)
 
 
 class ServerFrames:
