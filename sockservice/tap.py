@@ -11,12 +11,14 @@ from twisted.application import service
 from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.reflect import fullyQualifiedName
 
 from sockservice.commandline import OneLineUsageErrors, wholeNumber
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.outbox import OUTBOX_LIMIT
 from sockservice.hubs.redisurl import parseRedisURL
 from sockservice.logs.folding import FoldingLog
+from sockservice.logs.formats import twistdLogger
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
@@ -24,6 +26,7 @@ from sockservice.service.draining import DrainingService
 from sockservice.service.listening import ListeningService
 from sockservice.service.notify import NotifyService
 from sockservice.wire.auth import TokenGate
+from sockservice.web.metrics import MetricsService, sharedPort
 from sockservice.wire.limits import Limits, raiseOpenFileLimit
 
 MODES = ("greet", "collect", "relay")
@@ -106,6 +109,12 @@ class Options(OneLineUsageErrors):
          "relay: bytes held for Redis while it is away; lines beyond that "
          f"do not reach other nodes and are counted [default: {OUTBOX_LIMIT}]",
          wholeNumber("backplane-outbox", 0)],
+        ["metrics", None, None,
+         "Serve Prometheus metrics (/metrics) and a health check (/healthz) over "
+         "HTTP on this server endpoint, such as tcp:9101:interface=127.0.0.1 "
+         "[default: off]."],
+        ["log-format", None, "text",
+         "text, or json: one object per line on standard output (twistd -n)."],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -150,6 +159,33 @@ class Options(OneLineUsageErrors):
         self["ackLine"] = _lineText("ack", self["ack"])
         self["endpoints"] = self._endpoints()
         self["backplaneAddress"] = self._backplane()
+        self._observability()
+
+    def _observability(self):
+        """
+        Check C{--metrics} and C{--log-format}; point twistd's C{--logger}
+        at the chosen log format (it sets up logging before makeService).
+        """
+        metrics = self["metrics"]
+        if metrics is not None:
+            try:
+                endpoints.serverFromString(globalReactor(), metrics)
+            except Exception as e:
+                raise usage.UsageError(f"--metrics {metrics!r} is not a usable endpoint: {e}") from None
+            shared = sharedPort(metrics, self["endpoints"])
+            if shared is not None:
+                raise usage.UsageError(
+                    f"--metrics {metrics!r} would share a port with the line protocol's {shared!r}"
+                )
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"unknown --log-format {self['log-format']!r}: choose text or json")
+        if self.parent is not None:
+            try:
+                logger = twistdLogger(self["log-format"], self.parent)
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+            if logger is not None:
+                self.parent["logger"] = logger
 
     def _backplane(self):
         if self["backplane"] is None:
@@ -292,6 +328,11 @@ def makeService(options, reactor=None, environ=os.environ):
         listener = ListeningService(endpoint, description, factory)
         listener.setServiceParent(top)
         listeners.append(listener)
+    if options["metrics"] is not None:
+        MetricsService(
+            endpoints.serverFromString(reactor, options["metrics"]), options["metrics"],
+            factory, listeners, reactor, fullyQualifiedName(type(reactor)),
+        ).setServiceParent(top)
     NotifyService(listeners, environ).setServiceParent(top)
     if options["mode"] == "collect":
         factory.allAccepted.addCallback(

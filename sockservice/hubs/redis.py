@@ -132,6 +132,10 @@ class RedisHub(service.Service):
         self._preparing = set()
         self._troubleLogged = False
         self._failedSetups = 0
+        self._links = set()
+        self._everLinked = set()
+        self._reconnects = 0
+        self._downSince = reactor.seconds()
         self._backoff = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0)
         watched = _WatchedEndpoint(endpoint, str(address), self._connectFailed)
         self.clients = [
@@ -262,6 +266,7 @@ class RedisHub(service.Service):
         def attach(pong):
             proto.whenDisconnected().addCallback(lambda _: self._disconnected("publisher"))
             self.outbox.attach(proto)
+            self._linked("publisher")
             self._troubleLogged = False
             self.log.logger.info(
                 "Redis backplane {address} connected: publishing on {channel} "
@@ -279,6 +284,7 @@ class RedisHub(service.Service):
     def _prepareSubscriber(self, proto):
         def watch(subscribed):
             proto.whenDisconnected().addCallback(lambda _: self._disconnected("subscriber"))
+            self._linked("subscriber")
             self.log.logger.info(
                 "Redis backplane {address}: subscribed to {channel}",
                 address=str(self.address), channel=self.channel,
@@ -287,6 +293,9 @@ class RedisHub(service.Service):
         return self._ready(proto, lambda: proto.subscribe(self.channel).addCallback(watch))
 
     def _disconnected(self, role):
+        self._links.discard(role)
+        if self._downSince is None:
+            self._downSince = self._clock.seconds()
         if role == "publisher":
             self.outbox.detach()
         if self.running:
@@ -295,6 +304,31 @@ class RedisHub(service.Service):
                 "only until it is back",
                 address=str(self.address), role=role,
             )
+
+    def _linked(self, role):
+        if role in self._everLinked:
+            self._reconnects += 1
+        self._everLinked.add(role)
+        self._links.add(role)
+        if len(self._links) == 2:
+            self._downSince = None
+
+    def stats(self):
+        """
+        The backplane's state for metrics and health checks (read when
+        scraped): C{up} (both connections to Redis ready), C{downSince}
+        (when it last went down, on the hub's clock, or L{None}),
+        C{outboxBytes}, C{lost} and C{lostBytes} (what could not cross
+        nodes), C{reconnects}.
+        """
+        return {
+            "up": self._downSince is None,
+            "downSince": self._downSince,
+            "outboxBytes": self.outbox.size,
+            "lost": self.outbox.lost,
+            "lostBytes": self.outbox.lostBytes,
+            "reconnects": self._reconnects,
+        }
 
     def _connectFailed(self, reason):
         if not self._troubleLogged:

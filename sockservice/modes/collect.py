@@ -24,6 +24,7 @@ class CollectProtocol(LineProtocol):
         greeted while one more could still connect.
         """
         self.transport.write(data)
+        self.factory.counters.sent(data)
 
     def linesReceived(self, chunk):
         self._collect(chunk[: chunk.index(b"\n") + 1])
@@ -36,6 +37,7 @@ class CollectProtocol(LineProtocol):
 
     def _collect(self, line):
         self.collected = True
+        self.factory.counters.collected += 1
         self._buffer = b""
         self.factory.logMessages(self, line if line.endswith(b"\n") else line + b"\n", 1)
 

@@ -43,6 +43,7 @@ class RelayProtocol(LineProtocol):
         if not self.member:
             token, _, chunk = chunk.partition(b"\n")
             if not self.factory.gate.admits(token):
+                self.factory.counters.refused["unauthorized"] += 1
                 self.refuse(UNAUTHORIZED, "unauthorized: wrong token from {peer}, closing")
                 return
             self._join()
@@ -59,17 +60,22 @@ class RelayProtocol(LineProtocol):
 
     def refuse(self, error, format, **fields):
         # Nothing more is delivered after the ERROR line.
+        self.factory.counters.dropped += sum(data.count(b"\n") for data in self.queued or ())
         self.queued, self.queuedSize = [], 0
         LineProtocol.refuse(self, error, format, **fields)
 
     def deliver(self, data):
         if self.queued is None:
             self.transport.write(data)
-        elif not self.refused:
+            self.factory.counters.relayed(data)
+        elif self.refused:
+            self.factory.counters.dropped += data.count(b"\n")
+        else:
             self.queued.append(data)
             self.queuedSize += len(data)
             maxBuffer = self.factory.limits.maxBuffer
             if maxBuffer and self.queuedSize > maxBuffer:
+                self.factory.counters.refused["too_slow"] += 1
                 self.refuse(
                     TOO_SLOW,
                     "{peer} is too slow: over {maxBuffer} bytes queued for it, dropping it",
@@ -84,7 +90,9 @@ class RelayProtocol(LineProtocol):
     def resumeProducing(self):
         queued, self.queued, self.queuedSize = self.queued, None, 0
         if queued:
-            self.transport.write(b"".join(queued))
+            data = b"".join(queued)
+            self.transport.write(data)
+            self.factory.counters.relayed(data)
 
     def stopProducing(self):
         pass

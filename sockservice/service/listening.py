@@ -68,14 +68,16 @@ class ListeningService(service.Service):
 
     def _listening(self, port):
         self.port = port
-        self.log.info(
-            "{mode} mode listening on {address}",
-            mode=self.factory.mode,
-            address=describeAddress(port.getHost()),
-        )
+        self.announce(describeAddress(port.getHost()))
         waiting, self._waiting = self._waiting, []
         for listening in waiting:
             listening.callback(port)
+
+    def announce(self, address):
+        """
+        Log that it listens on C{address}.
+        """
+        self.log.info("{mode} mode listening on {address}", mode=self.factory.mode, address=address)
 
     def whenListening(self):
         """

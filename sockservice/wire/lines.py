@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.basic import LineReceiver
 
 from sockservice.wire.addresses import describeAddress
+from sockservice.wire.counters import Counters
 from sockservice.fastpath.directwrite import noDelay, writeNow
 from sockservice.wire.limits import Limits, RefusedProtocol, cancelAbort
 
@@ -76,8 +77,10 @@ class LineProtocol(LineReceiver):
         Write C{data}, straight to the socket when nothing is queued.
         """
         writeNow(self.transport, data)
+        self.factory.counters.sent(data)
 
     def dataReceived(self, data):
+        self.factory.counters.bytesReceived += len(data)
         if self.transport.disconnecting or self.draining:
             return
         if self._buffer:
@@ -90,12 +93,14 @@ class LineProtocol(LineReceiver):
                 bad = self._firstLongLine(chunk)
                 if bad is not None:
                     if bad:
+                        self.factory.counters.linesReceived += chunk.count(b"\n", 0, bad)
                         self.linesReceived(chunk[:bad])
                     if not self.transport.disconnecting:
                         self._refuseLongLine()
                     return
             if self._idle is not None:
                 self._idle.touch(self)
+            self.factory.counters.linesReceived += chunk.count(b"\n")
             self.linesReceived(chunk)
         if end < len(data) and not self.transport.disconnecting:
             tail = data[end:]
@@ -172,6 +177,7 @@ class LineProtocol(LineReceiver):
         self._buffer = b""
         self._stopIdleTimeout()
         self.transport.write(error)
+        self.factory.counters.sent(error)
         self.factory.log.warn("refused", format, peer=self.peer, **fields)
         self.unregisterAsProducer()
         self._abort = self.factory.limits.close(self.transport)
@@ -184,6 +190,7 @@ class LineProtocol(LineReceiver):
         """
         Called by the factory's L{IdleWatch} when no line came in time.
         """
+        self.factory.counters.refused["idle_timeout"] += 1
         self.refuse(
             IDLE_TIMEOUT,
             "idle for {timeout}s: closing {peer}",
@@ -191,6 +198,7 @@ class LineProtocol(LineReceiver):
         )
 
     def _refuseLongLine(self):
+        self.factory.counters.refused["line_too_long"] += 1
         self.refuse(
             LINE_TOO_LONG,
             "line too long from {peer} (over {maxLine} bytes): closing",
@@ -209,6 +217,7 @@ class LineFactory(protocol.Factory):
     @ivar greeting: bytes sent on connect (already ending in LF), or C{b""}.
     @ivar protocols: the connected protocols.
     @ivar limits: the L{Limits} enforced.
+    @ivar counters: the L{Counters} of what its connections did.
     """
 
     noisy = False
@@ -220,16 +229,20 @@ class LineFactory(protocol.Factory):
         self.greeting = greeting
         self.limits = Limits() if limits is None else limits
         self.protocols = set()
+        self.counters = Counters()
         self._allClosed = []
 
     def buildProtocol(self, addr):
-        reason = self.limits.refusal(addr, len(self.protocols))
-        if reason is not None:
+        refusal = self.limits.refusal(addr, len(self.protocols))
+        if refusal is not None:
+            kind, reason = refusal
+            self.counters.refused[kind] += 1
             return RefusedProtocol(self, reason)
         return protocol.Factory.buildProtocol(self, addr)
 
     def connectionOpened(self, proto):
         self.protocols.add(proto)
+        self.counters.accepted += 1
         self.limits.opened(proto.transport.getPeer())
         if self.log.take("opened", 1):
             self.log.logger.info("connection opened: {peer}", peer=proto.peer)

@@ -1,0 +1,1 @@
+"""HTTP beside the line protocol: Prometheus metrics and health checks."""

@@ -1,0 +1,258 @@
+"""
+Prometheus metrics and a health check over HTTP, served by twisted.web on
+the server's own reactor: C{GET /metrics} (the text exposition of
+prometheus_client's registry), C{GET /healthz}, 404 for any other path.
+
+Nothing here runs per line: the server keeps plain integer counters
+(L{sockservice.wire.counters.Counters}) and L{ServerCollector} reads them,
+the open connections and the backplane's C{stats()} only when scraped.
+"""
+
+import re
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from sockservice import __version__
+from sockservice.service.listening import ListeningService
+
+#: Why connections are refused or closed, each reported even while zero so
+#: that rate() and alerts see every series from the first scrape.
+REFUSALS = ("server_full", "per_ip", "unauthorized", "line_too_long", "idle_timeout", "too_slow")
+
+#: Seconds the Redis backplane may be down before /healthz fails: a node
+#: still relays locally, and a restart of Redis should not pull every node
+#: out of the load balancer.
+BACKPLANE_GRACE = 30.0
+
+
+def _counter(name, documentation, value):
+    return CounterMetricFamily(f"sockservice_{name}", documentation, value=value)
+
+
+def _gauge(name, documentation, value):
+    return GaugeMetricFamily(f"sockservice_{name}", documentation, value=value)
+
+
+class ServerCollector:
+    """
+    A prometheus_client collector of one server: what its factory counted,
+    its open connections and, in relay mode with a backplane, the hub's
+    C{stats()}.
+    """
+
+    def __init__(self, factory, reactorName):
+        self.factory = factory
+        self.reactorName = reactorName
+
+    def collect(self):
+        factory = self.factory
+        counters = factory.counters
+        yield InfoMetricFamily(
+            "sockservice", "The server's version, mode and reactor.",
+            value={"version": __version__, "mode": factory.mode, "reactor": self.reactorName},
+        )
+        connections = GaugeMetricFamily(
+            "sockservice_connections_open", "Client connections open now.", labels=["mode"]
+        )
+        connections.add_metric([factory.mode], len(factory.protocols))
+        yield connections
+        yield _counter("connections_accepted", "Client connections served.", counters.accepted)
+        refusals = CounterMetricFamily(
+            "sockservice_refusals",
+            "Connections refused, or closed with an ERROR line, by reason.",
+            labels=["reason"],
+        )
+        for reason in sorted(set(REFUSALS) | set(counters.refused)):
+            refusals.add_metric([reason], counters.refused[reason])
+        yield refusals
+        yield _counter("lines_received", "Complete lines received.", counters.linesReceived)
+        yield _counter("bytes_received", "Bytes received.", counters.bytesReceived)
+        yield _counter("lines_sent", "Lines sent: greetings, acks, relayed lines, errors.",
+                       counters.linesSent)
+        yield _counter("bytes_sent", "Bytes sent.", counters.bytesSent)
+        if factory.mode == "relay":
+            yield _counter("relay_deliveries", "Lines relayed to a client.", counters.delivered)
+            yield _counter("relay_dropped_lines",
+                           "Lines a client never got because it read too slowly.",
+                           counters.dropped)
+        if factory.mode == "collect":
+            yield _counter("collect_messages", "Messages collected.", counters.collected)
+            yield _gauge("collect_remaining", "Connections still to serve before exiting.",
+                         factory.remaining)
+        stats = backplaneStats(factory)
+        if stats is not None:
+            yield _gauge("backplane_up", "1 while connected to the Redis backplane.",
+                         int(stats["up"]))
+            yield _gauge("backplane_outbox_bytes", "Bytes waiting to be published to Redis.",
+                         stats["outboxBytes"])
+            yield _counter("backplane_lost_messages",
+                           "Messages that could not cross nodes.", stats["lost"])
+            yield _counter("backplane_lost_bytes", "Bytes that could not cross nodes.",
+                           stats["lostBytes"])
+            yield _counter("backplane_reconnects", "Connections to Redis made again after a loss.",
+                           stats["reconnects"])
+
+
+def backplaneStats(factory):
+    """
+    The backplane's C{stats()} (see L{sockservice.hubs.redis.RedisHub.stats}),
+    or L{None} without one.
+    """
+    stats = getattr(getattr(factory, "hub", None), "stats", None)
+    return None if stats is None else stats()
+
+
+def serverRegistry(factory, reactorName):
+    """
+    A registry of the server's metrics and the process's (memory, CPU, open
+    files): its own, not prometheus_client's global one, so that two servers
+    in one process (tests) do not collide.
+    """
+    registry = CollectorRegistry()
+    registry.register(ServerCollector(factory, reactorName))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+class MetricsPage(Resource):
+    """
+    C{/metrics}: the registry in the format the scraper asks for (Prometheus
+    text, or OpenMetrics).
+    """
+
+    def __init__(self, registry):
+        Resource.__init__(self)
+        self.registry = registry
+
+    def render_GET(self, request):
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        encode, contentType = choose_encoder(accept)
+        request.setHeader(b"content-type", contentType.encode("ascii"))
+        return encode(self.registry)
+
+
+class HealthPage(Resource):
+    """
+    C{/healthz} for a load balancer: C{200 ok} while every listener listens
+    and the process is not stopping, else 503 with the reason on one line.
+    """
+
+    def __init__(self, listeners, factory, clock, grace=BACKPLANE_GRACE):
+        Resource.__init__(self)
+        self.listeners = listeners
+        self.factory = factory
+        self.clock = clock
+        self.grace = grace
+
+    def problem(self):
+        """
+        Why the server is not healthy, or L{None}.
+        """
+        for listener in self.listeners:
+            if not listener.running:
+                return f"stopping: {len(self.factory.protocols)} connection(s) draining"
+            if listener.port is None:
+                return f"not listening on {listener.description}"
+        stats = backplaneStats(self.factory)
+        if stats is not None and not stats["up"]:
+            down = self.clock.seconds() - stats["downSince"]
+            if down > self.grace:
+                return f"Redis backplane down for {down:.0f}s"
+        return None
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        problem = self.problem()
+        if problem is None:
+            return b"ok\n"
+        request.setResponseCode(503)
+        return f"{problem}\n".encode("utf-8")
+
+
+class QuietSite(Site):
+    """
+    A L{Site} that keeps no access log: Prometheus and load balancers ask
+    every few seconds, which would bury the server's own events.
+    """
+
+    noisy = False
+
+    def log(self, request):
+        pass
+
+
+def metricsSite(factory, listeners, clock, reactorName):
+    """
+    The HTTP site: C{/metrics}, C{/healthz}, and 404 for everything else.
+    """
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(serverRegistry(factory, reactorName)))
+    root.putChild(b"healthz", HealthPage(listeners, factory, clock))
+    return QuietSite(root, reactor=clock)
+
+
+class MetricsService(ListeningService):
+    """
+    Serves L{metricsSite} on C{endpoint}, apart from the line protocol (its
+    connections count against no client limit). It stops only once the
+    line protocol's connections have drained, so /healthz answers 503
+    meanwhile instead of refusing connections.
+    """
+
+    def __init__(self, endpoint, description, factory, listeners, clock, reactorName):
+        ListeningService.__init__(
+            self, endpoint, description, metricsSite(factory, listeners, clock, reactorName)
+        )
+        self.lineFactory = factory
+
+    def announce(self, address):
+        self.log.info("metrics on http://{address}/metrics and /healthz", address=address)
+
+    def stopService(self):
+        drained = self.lineFactory.whenAllClosed()
+        return drained.addCallback(lambda _: ListeningService.stopService(self))
+
+
+_TCP_KINDS = {"tcp", "tcp6", "ssl"}
+_ANY_INTERFACE = {"", "0.0.0.0", "::"}
+
+
+def _listensOn(description):
+    """
+    Where a server endpoint string listens, as C{(family, port or path,
+    interface)}, for telling whether two of them would share a port.
+    """
+    kind, *fields = re.split(r"(?<!\\):", description)
+    positional = [field for field in fields if "=" not in field]
+    named = dict(field.split("=", 1) for field in fields if "=" in field)
+    if kind in _TCP_KINDS:
+        port = named.get("port", positional[0] if positional else "")
+        return "tcp", port, named.get("interface", positional[1] if len(positional) > 1 else "")
+    if kind == "unix":
+        return "unix", named.get("address", positional[0] if positional else ""), ""
+    return kind, ":".join(sorted(fields)), ""
+
+
+def sharedPort(metrics, lines):
+    """
+    The first of the line protocol's endpoint strings C{lines} that the
+    metrics endpoint string C{metrics} would share a port (or socket path)
+    with, or L{None}. Port 0 (any free one) never clashes.
+    """
+    family, where, interface = _listensOn(metrics)
+    for description in lines:
+        otherFamily, otherWhere, otherInterface = _listensOn(description)
+        if (family, where) != (otherFamily, otherWhere) or where in ("", "0"):
+            continue
+        if interface == otherInterface or {interface, otherInterface} & _ANY_INTERFACE:
+            return description
+    return None
