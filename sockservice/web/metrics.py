@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import (
     GaugeMetricFamily,
     InfoMetricFamily,
 )
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -122,14 +123,23 @@ def serverRegistry(factory, reactorName):
     return registry
 
 
-class MetricsPage(Resource):
+class Page(Resource):
+    """
+    A resource with no children: any path below it is 404.
+    """
+
+    def getChild(self, path, request):
+        return notFound()
+
+
+class MetricsPage(Page):
     """
     C{/metrics}: the registry in the format the scraper asks for (Prometheus
     text, or OpenMetrics).
     """
 
     def __init__(self, registry):
-        Resource.__init__(self)
+        Page.__init__(self)
         self.registry = registry
 
     def render_GET(self, request):
@@ -139,14 +149,14 @@ class MetricsPage(Resource):
         return encode(self.registry)
 
 
-class HealthPage(Resource):
+class HealthPage(Page):
     """
     C{/healthz} for a load balancer: C{200 ok} while every listener listens
     and the process is not stopping, else 503 with the reason on one line.
     """
 
     def __init__(self, listeners, factory, clock, grace=BACKPLANE_GRACE):
-        Resource.__init__(self)
+        Page.__init__(self)
         self.listeners = listeners
         self.factory = factory
         self.clock = clock
@@ -194,7 +204,7 @@ def metricsSite(factory, listeners, clock, reactorName):
     """
     The HTTP site: C{/metrics}, C{/healthz}, and 404 for everything else.
     """
-    root = Resource()
+    root = Page()
     root.putChild(b"metrics", MetricsPage(serverRegistry(factory, reactorName)))
     root.putChild(b"healthz", HealthPage(listeners, factory, clock))
     return QuietSite(root, reactor=clock)
