@@ -7,6 +7,7 @@ the test sends over loopback.
 import os
 import re
 import shutil
+import socket
 import tempfile
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -214,3 +215,17 @@ class MetricsProcessTests(TestCase):
         base = yield metricsURL(server)
         self.assertEqual((yield fetch(base + "/healthz")), (200, b"ok\n"))
         self.assertEqual((yield fetch(base + "/"))[0], 404)
+
+    @inlineCallbacks
+    def test_metricsPortInUse(self):
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        description = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        server = startTwistd(self, *LOCAL, "--metrics", description)
+        self.assertEqual((yield server.ended), 1)
+        self.assertEqual(
+            server.errors,
+            f"sockservice: cannot listen on {description}: Address already in use\n".encode(),
+        )
