@@ -106,23 +106,21 @@ class CounterTests(SynchronousTestCase):
         self.assertGreater(registry.get_sample_value("process_open_fds"), 0)
         self.assertIsNotNone(registry.get_sample_value("process_cpu_seconds_total"))
 
-    def test_serverFull(self):
-        factory = GreetFactory(self.captured.log, limits=Limits(maxConnections=1))
-        scraped = Scraped(factory)
-        connect(factory, 5001)
-        proto, transport = connect(factory, 5002)
-        self.assertEqual(received(transport), b"ERROR server full\n")
-        self.assertEqual(scraped.refusals(), only("server_full"))
-        self.assertEqual(scraped("connections_accepted_total"), 1)
-        self.assertEqual(scraped("lines_sent_total"), 2)
-
-    def test_perIP(self):
-        factory = GreetFactory(self.captured.log, limits=Limits(maxPerIP=1))
-        scraped = Scraped(factory)
-        connect(factory, 5001)
-        proto, transport = connect(factory, 5002)
-        self.assertEqual(received(transport), b"ERROR server full\n")
-        self.assertEqual(scraped.refusals(), only("per_ip"))
+    def test_serverFullAndPerIP(self):
+        """
+        Both caps answer C{ERROR server full} (counted as a line sent) and
+        count under their own reason; the refused connection is not served.
+        """
+        for limits, reason in [(Limits(maxConnections=1), "server_full"),
+                               (Limits(maxPerIP=1), "per_ip")]:
+            factory = GreetFactory(self.captured.log, limits=limits)
+            scraped = Scraped(factory)
+            connect(factory, 5001)
+            proto, transport = connect(factory, 5002)
+            self.assertEqual(received(transport), b"ERROR server full\n")
+            self.assertEqual(scraped.refusals(), only(reason))
+            self.assertEqual(scraped("connections_accepted_total"), 1)
+            self.assertEqual(scraped("lines_sent_total"), 2)
 
     def test_lineTooLong(self):
         """
