@@ -171,14 +171,18 @@ class Options(OneLineUsageErrors):
             try:
                 endpoints.serverFromString(globalReactor(), metrics)
             except Exception as e:
-                raise usage.UsageError(f"--metrics {metrics!r} is not a usable endpoint: {e}") from None
+                raise usage.UsageError(
+                    f"--metrics {metrics!r} is not a usable endpoint: {e}"
+                ) from None
             shared = sharedPort(metrics, self["endpoints"])
             if shared is not None:
                 raise usage.UsageError(
                     f"--metrics {metrics!r} would share a port with the line protocol's {shared!r}"
                 )
         if self["log-format"] not in ("text", "json"):
-            raise usage.UsageError(f"unknown --log-format {self['log-format']!r}: choose text or json")
+            raise usage.UsageError(
+                f"unknown --log-format {self['log-format']!r}: choose text or json"
+            )
         if self.parent is not None:
             try:
                 logger = twistdLogger(self["log-format"], self.parent)

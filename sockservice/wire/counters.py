@@ -20,7 +20,7 @@ class Counters:
     @ivar bytesReceived: bytes received, partial lines included.
     @ivar linesSent: lines written: greetings, acks, relayed lines, errors.
     @ivar bytesSent: their bytes.
-    @ivar delivered: relay: lines handed to another client's connection.
+    @ivar delivered: relay: lines written to another client.
     @ivar dropped: relay: lines a slow reader never got.
     @ivar collected: collect: messages taken.
     """
