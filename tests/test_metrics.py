@@ -154,8 +154,9 @@ class CounterTests(SynchronousTestCase):
     def test_relayDeliveriesAndTooSlow(self):
         """
         Each line relayed to each other client is one delivery, counted
-        when written; what a client dropped as too slow had queued, or
-        was relayed to it after, is dropped, not delivered.
+        when handed to its connection (written, or queued while it does not
+        read); what a client dropped as too slow had queued, or was relayed
+        to it after, is then dropped, not delivered.
         """
         factory = RelayFactory(self.captured.log, LocalHub(), limits=Limits(maxBuffer=10))
         scraped = Scraped(factory)
@@ -166,12 +167,13 @@ class CounterTests(SynchronousTestCase):
         self.assertEqual(scraped("relay_deliveries_total"), 4)
         slow.pauseProducing()
         sender.dataReceived(b"3\n4\n5\n")
-        self.assertEqual(scraped("relay_deliveries_total"), 7)
+        self.assertEqual(scraped("relay_deliveries_total"), 10)
         self.assertEqual(scraped.refusals(), only(None))
         sender.dataReceived(b"6789\n")
         self.assertEqual(received(slowTransport), b"1\n2\nERROR too slow\n")
         self.assertEqual(scraped.refusals(), only("too_slow"))
         self.assertEqual(scraped("relay_dropped_lines_total"), 4)
+        self.assertEqual(scraped("relay_deliveries_total"), 8)
         sender.dataReceived(b"x\n")
         self.assertEqual(scraped("relay_dropped_lines_total"), 5)
         self.assertEqual(scraped("relay_deliveries_total"), 9)
@@ -179,17 +181,19 @@ class CounterTests(SynchronousTestCase):
         self.assertEqual(scraped("lines_received_total"), 7)
         self.assertEqual(scraped("lines_sent_total"), 9 + 1)
 
-    def test_relayQueuedThenWritten(self):
-        factory = RelayFactory(self.captured.log, LocalHub())
+    def test_relayRemoteOrigin(self):
+        """
+        Lines from another node (no local sender) count for every member.
+        """
+        hub = LocalHub()
+        factory = RelayFactory(self.captured.log, hub)
         scraped = Scraped(factory)
-        sender, _ = connect(factory, 5001)
-        reader, _ = connect(factory, 5002)
-        reader.pauseProducing()
-        sender.dataReceived(b"a\nb\n")
-        self.assertEqual(scraped("relay_deliveries_total"), 0)
-        reader.resumeProducing()
-        self.assertEqual(scraped("relay_deliveries_total"), 2)
-        self.assertEqual(scraped("bytes_sent_total"), 4)
+        for port in (5001, 5002, 5003):
+            connect(factory, port)
+        hub.publish(None, b"a\nb\n")
+        self.assertEqual(scraped("relay_deliveries_total"), 6)
+        self.assertEqual(scraped("bytes_sent_total"), 12)
+        self.assertEqual(scraped("lines_received_total"), 0)
 
     def test_collect(self):
         factory = CollectFactory(self.captured.log, count=2)

@@ -315,13 +315,14 @@ class RedisHub(service.Service):
 
     def stats(self):
         """
-        The backplane's state for metrics and health checks (read when
-        scraped): C{up} (both connections to Redis ready), C{downSince}
-        (when it last went down, on the hub's clock, or L{None}),
-        C{outboxBytes}, C{lost} and C{lostBytes} (what could not cross
-        nodes), C{reconnects}.
+        L{LocalHub.stats}, and the backplane's state for metrics and health
+        checks (read when scraped): C{up} (both connections to Redis ready),
+        C{downSince} (when it last went down, on the hub's clock, or
+        L{None}), C{outboxBytes}, C{lost} and C{lostBytes} (what could not
+        cross nodes), C{reconnects}.
         """
         return {
+            **self.local.stats(),
             "up": self._downSince is None,
             "downSince": self._downSince,
             "outboxBytes": self.outbox.size,

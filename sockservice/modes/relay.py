@@ -60,16 +60,15 @@ class RelayProtocol(LineProtocol):
 
     def refuse(self, error, format, **fields):
         # Nothing more is delivered after the ERROR line.
-        self.factory.counters.dropped += sum(data.count(b"\n") for data in self.queued or ())
+        self.factory.counters.dropped(b"".join(self.queued or ()))
         self.queued, self.queuedSize = [], 0
         LineProtocol.refuse(self, error, format, **fields)
 
     def deliver(self, data):
         if self.queued is None:
             self.transport.write(data)
-            self.factory.counters.relayed(data)
         elif self.refused:
-            self.factory.counters.dropped += data.count(b"\n")
+            self.factory.counters.dropped(data)
         else:
             self.queued.append(data)
             self.queuedSize += len(data)
@@ -90,9 +89,7 @@ class RelayProtocol(LineProtocol):
     def resumeProducing(self):
         queued, self.queued, self.queuedSize = self.queued, None, 0
         if queued:
-            data = b"".join(queued)
-            self.transport.write(data)
-            self.factory.counters.relayed(data)
+            self.transport.write(b"".join(queued))
 
     def stopProducing(self):
         pass

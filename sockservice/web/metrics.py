@@ -4,8 +4,8 @@ the server's own reactor: C{GET /metrics} (the text exposition of
 prometheus_client's registry), C{GET /healthz}, 404 for any other path.
 
 Nothing here runs per line: the server keeps plain integer counters
-(L{sockservice.wire.counters.Counters}) and L{ServerCollector} reads them,
-the open connections and the backplane's C{stats()} only when scraped.
+(L{sockservice.wire.counters.Counters}, and the relay hub's C{stats()}) and
+L{ServerCollector} reads them, and the open connections, only when scraped.
 """
 
 import re
@@ -45,8 +45,8 @@ def _gauge(name, documentation, value):
 class ServerCollector:
     """
     A prometheus_client collector of one server: what its factory counted,
-    its open connections and, in relay mode with a backplane, the hub's
-    C{stats()}.
+    its open connections and, in relay mode, its hub's C{stats()}: the
+    lines it handed out, and the backplane's state.
     """
 
     def __init__(self, factory, reactorName):
@@ -56,6 +56,13 @@ class ServerCollector:
     def collect(self):
         factory = self.factory
         counters = factory.counters
+        hub = hubStats(factory)
+        linesSent, bytesSent = counters.linesSent, counters.bytesSent
+        if hub is not None:
+            # The hub counts lines as it hands them out, once per publish;
+            # the ones a client never got were counted again as dropped.
+            linesSent += hub["delivered"] - counters.droppedLines
+            bytesSent += hub["deliveredBytes"] - counters.droppedBytes
         yield InfoMetricFamily(
             "sockservice", "The server's version, mode and reactor.",
             value={"version": __version__, "mode": factory.mode, "reactor": self.reactorName},
@@ -77,38 +84,39 @@ class ServerCollector:
         yield _counter("lines_received", "Complete lines received.", counters.linesReceived)
         yield _counter("bytes_received", "Bytes received.", counters.bytesReceived)
         yield _counter("lines_sent", "Lines sent: greetings, acks, relayed lines, errors.",
-                       counters.linesSent)
-        yield _counter("bytes_sent", "Bytes sent.", counters.bytesSent)
-        if factory.mode == "relay":
-            yield _counter("relay_deliveries", "Lines relayed to a client.", counters.delivered)
+                       linesSent)
+        yield _counter("bytes_sent", "Bytes sent.", bytesSent)
+        if hub is not None:
+            yield _counter("relay_deliveries", "Lines relayed to a client.",
+                           hub["delivered"] - counters.droppedLines)
             yield _counter("relay_dropped_lines",
                            "Lines a client never got because it read too slowly.",
-                           counters.dropped)
+                           counters.droppedLines)
         if factory.mode == "collect":
             yield _counter("collect_messages", "Messages collected.", counters.collected)
             yield _gauge("collect_remaining", "Connections still to serve before exiting.",
                          factory.remaining)
-        stats = backplaneStats(factory)
-        if stats is not None:
+        if hub is not None and "up" in hub:
             yield _gauge("backplane_up", "1 while connected to the Redis backplane.",
-                         int(stats["up"]))
+                         int(hub["up"]))
             yield _gauge("backplane_outbox_bytes", "Bytes waiting to be published to Redis.",
-                         stats["outboxBytes"])
+                         hub["outboxBytes"])
             yield _counter("backplane_lost_messages",
-                           "Messages that could not cross nodes.", stats["lost"])
+                           "Messages that could not cross nodes.", hub["lost"])
             yield _counter("backplane_lost_bytes", "Bytes that could not cross nodes.",
-                           stats["lostBytes"])
+                           hub["lostBytes"])
             yield _counter("backplane_reconnects", "Connections to Redis made again after a loss.",
-                           stats["reconnects"])
+                           hub["reconnects"])
 
 
-def backplaneStats(factory):
+def hubStats(factory):
     """
-    The backplane's C{stats()} (see L{sockservice.hubs.redis.RedisHub.stats}),
-    or L{None} without one.
+    The relay hub's C{stats()} (L{sockservice.hubs.local.LocalHub.stats},
+    and with a backplane L{sockservice.hubs.redis.RedisHub.stats}), or
+    L{None} in the other modes.
     """
-    stats = getattr(getattr(factory, "hub", None), "stats", None)
-    return None if stats is None else stats()
+    hub = getattr(factory, "hub", None)
+    return None if hub is None else hub.stats()
 
 
 def serverRegistry(factory, reactorName):
@@ -171,8 +179,8 @@ class HealthPage(Page):
                 return f"stopping: {len(self.factory.protocols)} connection(s) draining"
             if listener.port is None:
                 return f"not listening on {listener.description}"
-        stats = backplaneStats(self.factory)
-        if stats is not None and not stats["up"]:
+        stats = hubStats(self.factory)
+        if stats is not None and "up" in stats and not stats["up"]:
             down = self.clock.seconds() - stats["downSince"]
             if down > self.grace:
                 return f"Redis backplane down for {down:.0f}s"

@@ -20,8 +20,10 @@ class Counters:
     @ivar bytesReceived: bytes received, partial lines included.
     @ivar linesSent: lines written: greetings, acks, relayed lines, errors.
     @ivar bytesSent: their bytes.
-    @ivar delivered: relay: lines written to another client.
-    @ivar dropped: relay: lines a slow reader never got.
+    @ivar droppedLines: relay: lines the hub handed to a client that it
+        never got (queued when it was closed as too slow, or relayed to it
+        after); the hub counts what it hands out (L{LocalHub.stats}).
+    @ivar droppedBytes: their bytes.
     @ivar collected: collect: messages taken.
     """
 
@@ -32,8 +34,8 @@ class Counters:
         self.bytesReceived = 0
         self.linesSent = 0
         self.bytesSent = 0
-        self.delivered = 0
-        self.dropped = 0
+        self.droppedLines = 0
+        self.droppedBytes = 0
         self.collected = 0
 
     def sent(self, data):
@@ -43,11 +45,9 @@ class Counters:
         self.linesSent += data.count(b"\n")
         self.bytesSent += len(data)
 
-    def relayed(self, data):
+    def dropped(self, data):
         """
-        Count C{data} (whole lines) as relayed to one client, and written.
+        Count C{data} (whole lines) as relayed to a client but never sent.
         """
-        lines = data.count(b"\n")
-        self.delivered += lines
-        self.linesSent += lines
-        self.bytesSent += len(data)
+        self.droppedLines += data.count(b"\n")
+        self.droppedBytes += len(data)
