@@ -229,3 +229,24 @@ class MetricsProcessTests(TestCase):
             server.errors,
             f"sockservice: cannot listen on {description}: Address already in use\n".encode(),
         )
+
+    @inlineCallbacks
+    def test_healthWhileDraining(self):
+        """
+        After SIGTERM, while a client has not closed, /healthz still answers
+        (503, saying why); the process ends once the client has gone.
+        """
+        server = startTwistd(self, *LOCAL, *METRICS)
+        port = yield server.listening
+        base = yield metricsURL(server)
+        # A plain socket: it stays open after the server's FIN until closed.
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(client.close)
+        yield server.logged(b"connection opened")
+        server.transport.signalProcess("TERM")
+        yield server.logged(b"Received SIGTERM")
+        self.assertEqual(
+            (yield fetch(base + "/healthz")), (503, b"stopping: 1 connection(s) draining\n")
+        )
+        client.close()
+        self.assertEqual((yield server.ended), -15)
