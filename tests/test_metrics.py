@@ -342,6 +342,20 @@ class SiteTests(SynchronousTestCase):
                 parsed(get(self.site, path))[0], b"HTTP/1.1 404 Not Found", path
             )
 
+    def test_bodyCutOff(self):
+        """
+        A request with a body is aborted at its first byte of it, not
+        stored.
+        """
+        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9999))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nx"
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
     def test_noAccessLog(self):
         events = []
         from twisted.logger import globalLogPublisher

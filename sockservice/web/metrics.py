@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import (
 )
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from sockservice import __version__
 from sockservice.service.listening import ListeningService
@@ -196,6 +196,18 @@ class HealthPage(Page):
         return f"{problem}\n".encode("utf-8")
 
 
+class BodilessRequest(Request):
+    """
+    A request that may not carry a body: none of these pages takes one, and
+    twisted.web would spool it to a temporary file without limit. The
+    connection is cut at its first byte. (Request line and headers are
+    bounded by twisted.web: 16 KiB in all.)
+    """
+
+    def handleContentChunk(self, data):
+        self.channel.transport.abortConnection()
+
+
 class QuietSite(Site):
     """
     A L{Site} that keeps no access log: Prometheus and load balancers ask
@@ -203,6 +215,7 @@ class QuietSite(Site):
     """
 
     noisy = False
+    requestFactory = BodilessRequest
 
     def log(self, request):
         pass
