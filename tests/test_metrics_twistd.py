@@ -17,7 +17,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, readBody
 
-from tests.realserver import Peer, RecordingProcess, connectPeer, startTwistd
+from tests.realserver import Peer, RecordingProcess, connectPeer, startRedis, startTwistd
+from tests.test_crossnode import backplaneUp
 from tests.test_twistd import ACK, LOCAL
 
 METRICS = ("--metrics", "tcp:0:interface=127.0.0.1")
@@ -250,3 +251,51 @@ class MetricsProcessTests(TestCase):
         )
         client.close()
         self.assertEqual((yield server.ended), -15)
+
+
+class BackplaneProcessTests(TestCase):
+    """
+    The backplane metrics of a real relay node on a real redis-server that
+    is killed and started again.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_downLostAndBack(self):
+        redis = yield startRedis(self)
+        server = startTwistd(
+            self, *LOCAL, *METRICS, "--mode", "relay", "--backplane", redis.url,
+            "--backplane-outbox", "0",
+        )
+        port = yield server.listening
+        base = yield metricsURL(server)
+        yield backplaneUp([server])
+        start = yield scrape(base)
+        self.assertEqual(
+            [start[total(name)] for name in ("backplane_lost_messages", "backplane_reconnects")]
+            + [start[("sockservice_backplane_up", ())]],
+            [0, 0, 1],
+        )
+        yield redis.kill()
+        yield server.logged(b"lost the Redis backplane")
+        sender = yield connectPeer(self, port)
+        sender.send(b"stays here\n")
+        yield server.logged(b"not relayed to other nodes")
+        down = yield scrape(base)
+        self.assertEqual(moved(start, down), {
+            ("sockservice_backplane_up", ()): -1,
+            total("backplane_lost_messages"): 1,
+            total("backplane_lost_bytes"): down[total("backplane_lost_bytes")],
+            total("connections_accepted"): 1,
+            ("sockservice_connections_open", (("mode", "relay"),)): 1,
+            total("lines_received"): 1,
+            total("bytes_received"): 11,
+        })
+        self.assertGreater(down[total("backplane_lost_bytes")], 11)
+        yield redis.start()
+        yield backplaneUp([server], times=2)
+        back = yield scrape(base)
+        self.assertEqual(
+            [back[("sockservice_backplane_up", ())], back[total("backplane_reconnects")]], [1, 2]
+        )
