@@ -18,7 +18,8 @@ class Counters:
         C{idle_timeout}, C{too_slow}.
     @ivar linesReceived: complete lines received.
     @ivar bytesReceived: bytes received, partial lines included.
-    @ivar linesSent: lines written: greetings, acks, relayed lines, errors.
+    @ivar linesSent: lines the protocols write themselves: greetings, acks,
+        errors (relayed lines are counted by the relay hub, once per chunk).
     @ivar bytesSent: their bytes.
     @ivar droppedLines: relay: lines the hub handed to a client that it
         never got (queued when it was closed as too slow, or relayed to it
