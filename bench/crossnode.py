@@ -1,8 +1,9 @@
 """
 Cross-node relay figures: deliveries per second and latency between two relay
-nodes on one Redis, next to one node without a backplane, on this machine.
+nodes on one Redis stream, next to one node without a backplane, on this
+machine, at each window in one run, with the cross-node to single-node ratio.
 
-    .venv/bin/python bench/crossnode.py [--senders 4] [--receivers 8] [--window 16] [--seconds 5]
+    .venv/bin/python bench/crossnode.py [--senders 4] [--receivers 8] [--windows 1 16] [--seconds 5]
 
 Self-contained: starts its own redis-server (Debian's package) on a free
 loopback port, and the relay nodes with the twistd beside this interpreter;
@@ -13,18 +14,22 @@ stops after --seconds.
 """
 
 import argparse
+import itertools
 import os
 import re
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+SCENARIOS = itertools.count()
+ACROSS = "across nodes (send on one, receive on two)"
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
-SUBSCRIBED = b"subscribed to"
+READING = b": reading "
 
 
 def freePort():
@@ -75,7 +80,7 @@ class Processes:
         ])
         port = int(waitFor(process, logPath, LISTENING).group(1))
         if args:
-            waitFor(process, logPath, SUBSCRIBED)
+            waitFor(process, logPath, READING)
         return port
 
     def stop(self):
@@ -103,6 +108,7 @@ class Driver:
         self.latencies = []
         self.deliveries = 0
         self.bad = 0
+        self.tag = b"#m%d" % next(SCENARIOS)
 
     def _connect(self, port):
         sock = socket.create_connection(("127.0.0.1", port))
@@ -139,7 +145,8 @@ class Driver:
         base = min(seen[sender] for seen in self.seen)
         lines = []
         while self.next[sender] - base < self.window:
-            lines.append(b"#m:%d:%d:%d\n" % (sender, self.next[sender], time.perf_counter_ns()))
+            lines.append(b"%s:%d:%d:%d\n" % (
+                self.tag, sender, self.next[sender], time.perf_counter_ns()))
             self.next[sender] += 1
         if lines:
             self.senders[sender].sendall(b"".join(lines))
@@ -152,10 +159,13 @@ class Driver:
         touched = set()
         for line in lines:
             try:
-                _, sender, seq, sent = line.split(b":")
+                tag, sender, seq, sent = line.split(b":")
                 sender, seq = int(sender), int(seq)
             except ValueError:
                 self.bad += 1
+                continue
+            if tag != self.tag:
+                # An earlier scenario's line, still crossing nodes.
                 continue
             if seq != seen[sender]:
                 self.bad += 1
@@ -167,8 +177,8 @@ class Driver:
             self._fill(sender)
 
 
-def measure(name, senderPort, receiverPort, options):
-    driver = Driver(senderPort, receiverPort, options.senders, options.receivers, options.window)
+def measure(name, senderPort, receiverPort, options, window):
+    driver = Driver(senderPort, receiverPort, options.senders, options.receivers, window)
     elapsed = driver.run(options.seconds)
     latencies = sorted(driver.latencies) or [0]
     return (
@@ -184,12 +194,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--receivers", type=int, default=8)
-    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--windows", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=5.0)
     options = parser.parse_args()
     redisServer = shutil.which("redis-server")
     if redisServer is None:
         raise SystemExit("crossnode: redis-server is not installed (apt-get install redis-server)")
+    # Stopped with SIGTERM, still stop the servers it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     processes = Processes()
     try:
         redisPort = freePort()
@@ -202,21 +214,30 @@ def main():
         single = processes.relay("single")
         one = processes.relay("one", *backplane)
         two = processes.relay("two", *backplane)
-        rows = [
-            measure("one node, no backplane", single, single, options),
-            measure("one node of two, with Redis", one, one, options),
-            measure("across nodes (send on one, receive on two)", one, two, options),
-        ]
+        rows = []
+        for window in options.windows:
+            # Across nodes before one node of two: what that sends on node
+            # one also reaches node two, which would still be reading it.
+            rows += [
+                (window,) + measure("one node, no backplane", single, single, options, window),
+                (window,) + measure(ACROSS, one, two, options, window),
+                (window,) + measure("one node of two, with Redis", one, one, options, window),
+            ]
     finally:
         processes.stop()
+    version = subprocess.run([redisServer, "--version"], capture_output=True).stdout.split()[2]
     print(
-        f"{options.senders} senders, {options.receivers} receivers, window "
-        f"{options.window}, {options.seconds:g}s each, redis-server "
-        f"{subprocess.run([redisServer, '--version'], capture_output=True).stdout.split()[2].decode()}"
+        f"{options.senders} senders, {options.receivers} receivers, "
+        f"{options.seconds:g}s each, redis-server {version.decode()} (Redis streams)"
     )
-    print(f"{'scenario':45} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'out of order':>13}")
-    for name, rate, p50, p99, bad in rows:
-        print(f"{name:45} {rate:13.0f} {p50:8.2f} {p99:8.2f} {bad:13d}")
+    print(f"{'window':>6} {'scenario':45} {'deliveries/s':>13} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'out of order':>13}")
+    for window, name, rate, p50, p99, bad in rows:
+        print(f"{window:6d} {name:45} {rate:13.0f} {p50:8.2f} {p99:8.2f} {bad:13d}")
+    for window in options.windows:
+        rates = {name: rate for w, name, rate, *_ in rows if w == window}
+        print(f"window {window}: across nodes / one node = "
+              f"{rates[ACROSS] / rates['one node, no backplane']:.2f}")
 
 
 if __name__ == "__main__":

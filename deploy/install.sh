@@ -5,9 +5,12 @@
 #   sh deploy/install.sh --uninstall [--root DIR]      remove everything installed
 #
 # Installing makes the venv /opt/sockservice (deploy/venv.sh), installs the
-# units, keeps an existing /etc/sockservice/sockservice.env, enables and
-# (re)starts the service and opens the port in an active host firewall (ufw or
-# firewalld). Running it again upgrades to the checkout and restarts. --socket
+# units, writes a commented /etc/sockservice/sockservice.toml (the options)
+# and sockservice.env (reactor, extra options) unless they exist, enables and
+# (re)starts the service and opens its ports in an active host firewall (ufw
+# or firewalld). Running it again upgrades to the checkout and restarts; an
+# options file of an older install that sets MODE, PORT or INTERFACE has them
+# moved into sockservice.toml. --socket
 # installs the socket-activated variant (sockservice.socket holds the port);
 # without it, the plain one (switching back removes the socket). --root DIR
 # installs under DIR instead of / and only enables the units there: nothing is
@@ -57,10 +60,44 @@ systemctl_() {
     fi
 }
 
-# The port from the options file, for the firewall.
-configured_port() {
-    port=$(sed -n 's/^PORT=\([0-9][0-9]*\)$/\1/p' "$config/sockservice.env" 2>/dev/null | tail -n 1)
-    echo "${port:-12345}"
+# The TCP ports sockservice.toml listens on (port = N, or tcp:N and ssl:N in
+# listen), for the firewall.
+configured_ports() {
+    ports=$(sed -e 's/#.*//' "$config/sockservice.toml" 2>/dev/null |
+        sed -n -e 's/^port *= *\([0-9][0-9]*\) *$/\1/p' \
+            -e '/^listen *=/,/]/{s/[^"]*"\(tcp6\{0,1\}\|ssl\):\(port=\)\{0,1\}\([0-9][0-9]*\)[^"]*"/\3\n/g;p}' |
+        grep -x '[0-9][0-9]*' | sort -un)
+    echo "${ports:-12345}"
+}
+
+# An options file from before sockservice.toml set MODE, PORT and INTERFACE,
+# which the service no longer reads: move them into a new sockservice.toml,
+# or say what to write there when it exists already.
+migrate_env() {
+    env=$config/sockservice.env
+    [ -e "$env" ] || return 0
+    moved=""
+    toml=""
+    for name in MODE PORT INTERFACE; do
+        value=$(sed -n "s/^$name=\(.*\)\$/\1/p" "$env" | tail -n 1)
+        [ -n "$value" ] || continue
+        key=$(echo "$name" | tr 'A-Z' 'a-z')
+        case $name in PORT) line="$key = $value" ;; *) line="$key = \"$value\"" ;; esac
+        moved="$moved $name"
+        toml="$toml$line
+"
+    done
+    [ -n "$moved" ] || return 0
+    if [ -e "$config/sockservice.toml" ]; then
+        say "$env sets$moved, which sockservice no longer reads: put these lines in $config/sockservice.toml and delete them from $env:"
+        printf '%s' "$toml"
+        return 0
+    fi
+    { printf '# Moved from sockservice.env by install.sh.\n%s\n' "$toml"; cat "$checkout/deploy/sockservice.toml"; } \
+        > "$config/sockservice.toml"
+    chmod 0644 "$config/sockservice.toml"
+    sed -i -e 's/^\(MODE\|PORT\|INTERFACE\)=/# moved to sockservice.toml: &/' "$env"
+    say "moved$moved from $env to $config/sockservice.toml"
 }
 
 # firewall allow|remove PORT: in ufw or firewalld if one is active.
@@ -78,7 +115,7 @@ firewall() {
 }
 
 uninstall() {
-    port=$(configured_port)
+    ports=$(configured_ports)
     if [ $live = yes ]; then
         systemctl disable --now sockservice.socket sockservice.service 2>/dev/null || true
     elif [ -e "$units/sockservice.service" ]; then
@@ -87,7 +124,7 @@ uninstall() {
     rm -rf "$units/sockservice.service" "$units/sockservice.socket" "$dropins" "$venv" "$config"
     if [ $live = yes ]; then
         systemctl daemon-reload
-        firewall remove "$port"
+        for port in $ports; do firewall remove "$port"; done
     fi
     say "removed sockservice from $root"
 }
@@ -98,8 +135,12 @@ install_() {
     "$venv/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
     install -d -m 0755 "$units" "$config"
     install -m 0644 "$checkout/deploy/sockservice.service" "$units/sockservice.service"
+    migrate_env
     if [ ! -e "$config/sockservice.env" ]; then
         install -m 0644 "$checkout/deploy/sockservice.env" "$config/sockservice.env"
+    fi
+    if [ ! -e "$config/sockservice.toml" ]; then
+        install -m 0644 "$checkout/deploy/sockservice.toml" "$config/sockservice.toml"
     fi
     if [ $socket = yes ]; then
         install -d -m 0755 "$dropins"
@@ -126,7 +167,7 @@ install_() {
         systemctl_ enable sockservice.service
         [ $live = no ] || systemctl restart sockservice.service
     fi
-    firewall allow "$(configured_port)"
+    for port in $(configured_ports); do firewall allow "$port"; done
     say "installed sockservice in $root ($([ $socket = yes ] && echo socket-activated || echo plain))"
 }
 

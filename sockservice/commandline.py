@@ -25,6 +25,8 @@ def wholeNumber(name, low, high=None):
         return number
 
     coerce.coerceDoc = f"({low}-{high})" if high is not None else f"({low} or more)"
+    # A config file gives it as a TOML integer.
+    coerce.tomlType = int
     return coerce
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import sys
+import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -18,6 +19,17 @@ from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.trial.unittest import SkipTest
 
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def temporaryDirectory(testCase):
+    """
+    A new directory outside the checkout, removed when the test ends.
+    """
+    path = tempfile.mkdtemp(prefix="sockservice-test-")
+    testCase.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def twistdCommand():
@@ -113,10 +125,14 @@ class TwistdProcess(RecordingProcess):
 
 def spawnTwistd(path, *args, env=None, launcher=(), reactorName=None):
     """
-    Start C{twistd -n sockservice ARGS} in the directory C{path}, away from
-    the checkout, so the plugin comes from the installed package, with
+    Start C{twistd -n sockservice ARGS} in the directory C{path}, with
     C{env} added to the environment; C{launcher} is a command (such as
     systemd-socket-activate) that runs it, C{reactorName} a C{twistd --reactor}.
+
+    Away from the checkout, twistd cannot find the package by its working
+    directory: it runs the one installed in the venv, which the test install
+    (C{deploy/venv.sh DIR test}, editable) makes this working tree, as
+    tests/test_workingtree.py proves.
     """
     process = TwistdProcess()
     twistd = [twistdCommand(), "-n", "--pidfile="]
@@ -131,22 +147,21 @@ def startTwistd(testCase, *args, env=None, launcher=(), reactorName=None):
     """
     L{spawnTwistd} in a fresh directory; it is stopped when the test ends.
     """
-    path = testCase.mktemp()
-    os.makedirs(path)
+    path = temporaryDirectory(testCase)
     process = spawnTwistd(path, *args, env=env, launcher=launcher, reactorName=reactorName)
     testCase.addCleanup(process.stop)
     return process
 
 
-def runClient(testCase, *args):
+def runClient(testCase, *args, env=None):
     """
-    Run the C{sockservice ARGS} command installed beside C{twistd}; it is
-    stopped if still running when the test ends. Its stdin stays open until
-    C{process.transport.closeStdin()}.
+    Run the C{sockservice ARGS} command installed beside C{twistd}, with
+    C{env} added to the environment; it is stopped if still running when the
+    test ends. Its stdin stays open until C{process.transport.closeStdin()}.
     """
     process = RecordingProcess()
     argv = [os.path.join(os.path.dirname(twistdCommand()), "sockservice"), *args]
-    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ, **(env or {})))
     testCase.addCleanup(process.stop)
     return process
 
@@ -197,8 +212,7 @@ class RedisServer(ProcessProtocol):
             raise SkipTest("redis-server is not installed (apt-get install redis-server)")
         self.port = freePort()
         self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}"
-        self.directory = testCase.mktemp()
-        os.makedirs(self.directory)
+        self.directory = temporaryDirectory(testCase)
         if tls:
             certificate, key = tls
             listen = [
@@ -358,3 +372,18 @@ def connectPeer(testCase, port, tls=None, peer=None):
     peer = yield connectProtocolTo(port, Peer() if peer is None else peer, tls)
     testCase.addCleanup(lambda: peer.closed.called or peer.transport.abortConnection())
     return peer
+
+
+@inlineCallbacks
+def redisCommand(testCase, server, *args):
+    """
+    Send one command (bytes arguments) to C{server}, a running
+    L{RedisServer}, on a connection of its own; fire with the first line
+    of its reply once it has come.
+    """
+    peer = yield connectPeer(testCase, server.port)
+    peer.send(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+    while b"\r\n" not in peer.data:
+        yield peer.receive(len(peer.data) + 1)
+    peer.transport.loseConnection()
+    return peer.data.split(b"\r\n")[0]

@@ -60,7 +60,7 @@ class OptionsTests(OutputTestCase):
         Messages are sent as the bytes they were given in, even ones that are
         not UTF-8 (Python hands those over as surrogate escapes).
         """
-        options = self.parse("send", "-h", "::1", "-p", "80", "-t", "0.5", "你好", "\udcc4\udce3")
+        options = self.parse("send", "--host", "::1", "-p", "80", "-t", "0.5", "你好", "\udcc4\udce3")
         command = options.subOptions
         self.assertEqual(command["messages"], ["你好".encode(), b"\xc4\xe3"])
         self.assertEqual((command["host"], command["port"], command["timeout"]), ("::1", 80, 0.5))
@@ -118,20 +118,32 @@ class OptionsTests(OutputTestCase):
         )
 
     def test_helpPerCommand(self):
+        """
+        C{-h} and C{--help} print each command's help and exit 0.
+        """
         for command, synopsis in [
-            ("greet", "[options] [MESSAGE ...]"),
-            ("send", "[options] MESSAGE [MESSAGE ...]"),
-            ("collect", "[options] [MESSAGE]"),
-            ("chat", "[options]"),
+            ("greet", "[options] [HOST PORT] [MESSAGE ...]"),
+            ("send", "[options] [HOST PORT] MESSAGE [MESSAGE ...]"),
+            ("collect", "[options] [HOST PORT] [MESSAGE]"),
+            ("chat", "[options] [HOST [PORT]]"),
         ]:
-            self.stdout.seek(0)
-            self.stdout.truncate()
-            with self.assertRaises(SystemExit) as raised:
-                self.parse(command, "--help")
-            self.assertEqual(raised.exception.code, 0)
-            help = self.stdout.getvalue()
-            self.assertTrue(help.startswith(f"Usage: sockservice {command} {synopsis}\n"), help)
-            self.assertIn("--timeout=", help)
+            for flag in ["-h", "--help"]:
+                self.stdout.seek(0)
+                self.stdout.truncate()
+                with self.assertRaises(SystemExit) as raised:
+                    self.parse(command, flag)
+                self.assertEqual(raised.exception.code, 0)
+                help = self.stdout.getvalue()
+                self.assertTrue(help.startswith(f"Usage: sockservice {command} {synopsis}\n"), help)
+                self.assertIn("  -h, --help ", help)
+                self.assertIn("      --host=", help)
+                self.assertIn("--timeout=", help)
+
+    def test_helpCommands(self):
+        with self.assertRaises(SystemExit) as raised:
+            self.parse("-h")
+        self.assertEqual(raised.exception.code, 0)
+        self.assertTrue(self.stdout.getvalue().startswith("Usage: sockservice COMMAND [options]\n"))
 
     def test_version(self):
         from sockservice import __version__
@@ -139,6 +151,139 @@ class OptionsTests(OutputTestCase):
         with self.assertRaises(SystemExit):
             self.parse("greet", "--version")
         self.assertEqual(self.stdout.getvalue(), f"sockservice {__version__}\n")
+
+
+class ServerArgumentsTests(OutputTestCase):
+    """
+    HOST PORT as nc takes them, and the rule that keeps them apart from
+    messages.
+    """
+
+    def server(self, *argv):
+        command = self.parse(*argv).subOptions
+        return command["host"], command["port"]
+
+    def test_hostAndPort(self):
+        """
+        The first two arguments are HOST and PORT when the second is a
+        number; the rest are messages.
+        """
+        options = self.parse("greet", "127.0.0.1", "12345").subOptions
+        self.assertEqual(
+            (options["host"], options["port"], options["messages"]), ("127.0.0.1", 12345, [b"SOME DATA"])
+        )
+        options = self.parse("send", "example.com", "80", "one", "2").subOptions
+        self.assertEqual(
+            (options["host"], options["port"], options["messages"]), ("example.com", 80, [b"one", b"2"])
+        )
+        options = self.parse("collect", "::1", "7", "hi").subOptions
+        self.assertEqual((options["host"], options["port"], options["message"]), ("::1", 7, b"hi"))
+
+    def test_messages(self):
+        """
+        Arguments whose second is not a number are all messages, as before.
+        """
+        options = self.parse("greet", "hello", "world").subOptions
+        self.assertEqual(
+            (options["host"], options["port"], options["messages"]),
+            ("127.0.0.1", 12345, [b"hello", b"world"]),
+        )
+
+    def test_afterSeparator(self):
+        """
+        After C{--}, everything is a message, even what reads as HOST PORT.
+        """
+        options = self.parse("greet", "--port", "80", "--", "127.0.0.1", "12345").subOptions
+        self.assertEqual(
+            (options["host"], options["port"], options["messages"]),
+            ("127.0.0.1", 80, [b"127.0.0.1", b"12345"]),
+        )
+        self.assertEqual(self.parse("send", "--", "--", "localhost").subOptions["messages"], [b"--", b"localhost"])
+
+    def test_hostWithoutPort(self):
+        """
+        An IP address or localhost first, without a port after it, is
+        neither sent as a message nor taken for the host.
+        """
+        for command, host in [("greet", "127.0.0.1"), ("send", "localhost"), ("collect", "::1")]:
+            self.stderr.seek(0)
+            self.stderr.truncate()
+            self.assertUsageError(
+                [command, host],
+                f"sockservice {command}: {host!r} is a host: give HOST PORT to connect to it,"
+                f" or put messages after -- (see sockservice {command} --help)",
+            )
+
+    def test_hostColonPort(self):
+        """
+        HOST:PORT in one argument is refused, not sent as a message.
+        """
+        for command, server in [
+            ("greet", "127.0.0.1:12345"), ("send", "example.com:80"), ("collect", "[::1]:7"),
+        ]:
+            self.stderr.seek(0)
+            self.stderr.truncate()
+            self.assertUsageError(
+                [command, server],
+                f"sockservice {command}: {server!r} reads as HOST:PORT: give HOST PORT as two"
+                f" arguments, or put messages after -- (see sockservice {command} --help)",
+            )
+        self.assertEqual(
+            self.parse("send", "--", "example.com:80").subOptions["messages"], [b"example.com:80"]
+        )
+        self.assertEqual(
+            self.parse("send", "at 10:30", "a:b:1").subOptions["messages"], [b"at 10:30", b"a:b:1"]
+        )
+
+    def test_bothForms(self):
+        self.assertUsageError(
+            ["greet", "--port", "1", "127.0.0.1", "2"],
+            "sockservice greet: give the server as HOST PORT or with --host/--port, not both"
+            " (put messages after --) (see sockservice greet --help)",
+        )
+
+    def test_badPort(self):
+        self.assertUsageError(
+            ["send", "127.0.0.1", "65536", "x"],
+            "sockservice send: --port must be a whole number from 1 to 65535, not '65536'"
+            " (see sockservice send --help)",
+        )
+
+    def test_sendNeedsAMessageAfterHostPort(self):
+        self.assertUsageError(
+            ["send", "127.0.0.1", "12345"],
+            "sockservice send: give at least one MESSAGE to send (see sockservice send --help)",
+        )
+
+    def test_chat(self):
+        """
+        chat takes HOST, or HOST and PORT.
+        """
+        self.assertEqual(self.server("chat"), ("127.0.0.1", 12345))
+        self.assertEqual(self.server("chat", "example.com"), ("example.com", 12345))
+        self.assertEqual(self.server("chat", "::1", "80"), ("::1", 80))
+        self.assertEqual(self.server("chat", "--port", "80", "--host", "::1"), ("::1", 80))
+
+    def test_chatTooMany(self):
+        self.assertUsageError(
+            ["chat", "a", "1", "b"],
+            "sockservice chat: give at most HOST and PORT: chat sends what you type"
+            " (see sockservice chat --help)",
+        )
+
+    def test_chatBothForms(self):
+        self.assertUsageError(
+            ["chat", "--host", "a", "b"],
+            "sockservice chat: give the server as HOST PORT or with --host/--port, not both"
+            " (see sockservice chat --help)",
+        )
+
+    def test_chatBadPort(self):
+        self.assertUsageError(
+            ["chat", "a", "port"],
+            "sockservice chat: --port must be a whole number from 1 to 65535, not 'port'"
+            " (see sockservice chat --help)",
+        )
 
 
 class RunTests(OutputTestCase):
@@ -222,7 +367,7 @@ class RunTests(OutputTestCase):
     def test_unresolvableHost(self):
         self.reactor = MemoryReactorClock()
         self.reactor.installNameResolver(NoAddresses())
-        done = run(self.reactor, self.parse("chat", "-h", "nowhere.invalid"))
+        done = run(self.reactor, self.parse("chat", "nowhere.invalid"))
         self.assertEqual(self.failureResultOf(done, SystemExit).value.code, 1)
         self.assertEqual(
             self.stderr.getvalue(),
@@ -230,7 +375,7 @@ class RunTests(OutputTestCase):
         )
 
     def test_invalidHostName(self):
-        done = run(MemoryReactorClock(), self.parse("greet", "-h", "a..b"))
+        done = run(MemoryReactorClock(), self.parse("greet", "--host", "a..b"))
         self.assertEqual(self.failureResultOf(done, SystemExit).value.code, 1)
         self.assertEqual(
             self.stderr.getvalue(),

@@ -50,11 +50,16 @@ class CommandTests(CommandTestCase):
             ["greet", "-p", str(port)], b"connect\nInformation Received\n"
         )
         yield self.assertRuns(
+            ["greet", "127.0.0.1", str(port), "nc-style"], b"connect\nInformation Received\n"
+        )
+        yield self.assertRuns(
             ["greet", "--port", str(port), "one", "你好", ""],
             b"connect\n" + b"Information Received\n" * 3,
         )
         yield server.stop()
         self.assertIn("Buffer: 你好 (from 127.0.0.1:".encode(), server.output)
+        self.assertIn(b"Buffer: nc-style (from 127.0.0.1:", server.output)
+        self.assertNotIn(b"Buffer: 127.0.0.1", server.output)
 
     @inlineCallbacks
     def test_sendToSeed002Server(self):
@@ -86,9 +91,23 @@ class CommandTests(CommandTestCase):
 
     @inlineCallbacks
     def test_help(self):
-        client = runClient(self, "chat", "--help")
-        self.assertEqual((yield client.ended), 0)
-        self.assertTrue(client.output.startswith(b"Usage: sockservice chat [options]\n"))
+        for flag in ["-h", "--help"]:
+            client = runClient(self, "chat", flag)
+            self.assertEqual((yield client.ended), 0)
+            self.assertTrue(client.output.startswith(b"Usage: sockservice chat [options] [HOST [PORT]]\n"))
+
+    @inlineCallbacks
+    def test_hostWithoutPort(self):
+        """
+        A host where a message could be is a usage error, never sent.
+        """
+        yield self.assertRuns(
+            ["greet", "127.0.0.1"],
+            b"",
+            b"sockservice greet: '127.0.0.1' is a host: give HOST PORT to connect to it,"
+            b" or put messages after -- (see sockservice greet --help)\n",
+            2,
+        )
 
 
 class FailureTests(CommandTestCase):
@@ -157,12 +176,13 @@ class FailureTests(CommandTestCase):
 
 class ChatTests(CommandTestCase):
     @inlineCallbacks
-    def connectedChat(self, port, witness):
+    def connectedChat(self, port, witness, *server):
         """
-        Run C{sockservice chat}; fire with it once C{witness}, a peer on the
-        same relay server, has seen a line from it.
+        Run C{sockservice chat SERVER} (by default C{-p PORT}); fire with it
+        once C{witness}, a peer on the same relay server, has seen a line
+        from it.
         """
-        chat = runClient(self, "chat", "-p", str(port))
+        chat = runClient(self, "chat", *(server or ["-p", str(port)]))
         before = len(witness.data)
         chat.transport.write(b"here\n")
         yield witness.receive(before + 5)
@@ -178,7 +198,7 @@ class ChatTests(CommandTestCase):
         server, port = yield self.server("--mode", "relay")
         witness = yield connectPeer(self, port)
         a = yield self.connectedChat(port, witness)
-        b = yield self.connectedChat(port, witness)
+        b = yield self.connectedChat(port, witness, "127.0.0.1", str(port))
         yield a.logged(b"here\n")
         a.transport.write(b"hello from A\n")
         yield b.logged(b"hello from A\n")

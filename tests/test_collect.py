@@ -119,3 +119,27 @@ class CollectCountTests(SynchronousTestCase):
         second, _ = connect(self.factory, 5002)
         disconnect(second)
         self.assertEqual(self.finished, [None])
+
+
+class CollectNeverFoldsTests(SynchronousTestCase):
+    def test_everyMessageLogged(self):
+        """
+        300 clients at once with C{--count 300}: 300 messages logged in full,
+        one event each, though the log budget folds the connection chatter.
+        """
+        captured = CapturedLog(budget=100)
+        factory = CollectFactory(captured.log, count=300)
+        clients = [connect(factory, 1000 + n)[0] for n in range(300)]
+        for n, proto in enumerate(clients):
+            proto.dataReceived(b"message %d\r\n" % n)
+            disconnect(proto)
+        captured.clock.advance(1)
+        collected = [m for m in captured.messages() if m.startswith("收到的信息:")]
+        self.assertEqual(
+            collected,
+            [f"收到的信息:message {n} (from 127.0.0.1:{1000 + n})" for n in range(300)],
+        )
+        self.assertEqual(
+            captured.messages()[-1],
+            "not logged one by one in the last 1s: closed 300, opened 200",
+        )

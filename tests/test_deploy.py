@@ -17,6 +17,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sockservice.wire.addresses import BACKLOG
 from tests.realserver import LISTENING
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +63,11 @@ class InstallTests(SynchronousTestCase):
             os.path.join(self.root, "usr", "lib", "systemd", "system"),
             symlinks=True,
         )
+        # ExecReload runs /bin/kill and /bin/sleep, which systemd-analyze
+        # verify looks for.
+        os.makedirs(os.path.join(self.root, "bin"))
+        for command in ("kill", "sleep"):
+            shutil.copy(shutil.which(command, path="/bin:/usr/bin"), os.path.join(self.root, "bin"))
 
     def install(self, *options):
         status, output = run("sh", os.path.join(DEPLOY, "install.sh"), "--root", self.root, *options)
@@ -82,7 +88,7 @@ class InstallTests(SynchronousTestCase):
         self.assertEqual(status, 0, output)
         return float(EXPOSURE.search(output).group(1))
 
-    def checkPlain(self):
+    def checkPlain(self, greeting=b"connect\n"):
         self.assertVerified("sockservice.service")
         self.assertLessEqual(self.exposure(), 2.0)
         self.assertTrue(
@@ -96,13 +102,13 @@ class InstallTests(SynchronousTestCase):
         status, output = run(os.path.join(venv, "bin", "twistd"), "sockservice", "--help")
         self.assertEqual(status, 0, output)
         self.assertIn("--drain-timeout", output)
-        self.checkExecStart()
+        self.checkExecStart(greeting)
 
-    def checkExecStart(self):
+    def checkExecStart(self, greeting):
         """
         The unit's ExecStart, with its default environment and the options
-        file's, runs the installed twistd under the directepoll reactor, and
-        it serves.
+        file's, runs the installed twistd under the directepoll reactor with
+        the installed sockservice.toml, and it serves.
         """
         unit = os.path.join(self.root, UNITS, "sockservice.service")
         with open(unit) as f:
@@ -114,11 +120,12 @@ class InstallTests(SynchronousTestCase):
                 line.split("=", 1) for line in f.read().splitlines()
                 if line and not line.startswith("#")
             )
-        # Whatever mode an earlier step wrote into the options file.
-        environment.update(MODE="greet", PORT="0", INTERFACE="127.0.0.1")
+        # A free port on loopback: OPTIONS win over sockservice.toml.
+        environment["OPTIONS"] = "--port 0 --interface 127.0.0.1"
         command = re.search(r"^ExecStart=(.+)$", text, re.M).group(1)
         command = re.sub(r"\$\{(\w+)\}", lambda m: environment[m.group(1)], command)
         command = re.sub(r"\$(\w+)", lambda m: environment[m.group(1)], command)
+        command = command.replace(" /etc/", f" {self.root}/etc/")
         argv = shlex.split(command)
         argv[0] = self.root + argv[0]
         self.assertEqual(argv[1:3], ["--reactor", "directepoll"])
@@ -130,7 +137,9 @@ class InstallTests(SynchronousTestCase):
         self.addCleanup(server.terminate)
         output = b""
         deadline = time.monotonic() + 30
-        while not LISTENING.search(output) and time.monotonic() < deadline:
+        # It listens before twistd logs its start (and the reactor) itself.
+        while not (LISTENING.search(output) and b"reactor class" in output) \
+                and time.monotonic() < deadline:
             if select.select([server.stdout], [], [], 1)[0]:
                 output += os.read(server.stdout.fileno(), 65536)
         listening = LISTENING.search(output)
@@ -140,12 +149,12 @@ class InstallTests(SynchronousTestCase):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(b"hello\n")
             received = b""
-            while len(received) < 29:
+            while len(received) < len(greeting) + 21:
                 chunk = client.recv(100)
                 if not chunk:
                     break
                 received += chunk
-        self.assertEqual(received, b"connect\nInformation Received\n")
+        self.assertEqual(received, greeting + b"Information Received\n")
 
     def checkSocketActivated(self):
         self.assertVerified("sockservice.socket", "sockservice.service")
@@ -160,31 +169,53 @@ class InstallTests(SynchronousTestCase):
         )
         self.assertIn(
             "\nExecStart=\nExecStart=/opt/sockservice/bin/twistd --reactor ${REACTOR} -n "
-            "--pidfile= sockservice "
-            "--mode ${MODE} --listen systemd:domain=INET:name=sockservice $OPTIONS\n",
+            "--pidfile= sockservice --config /etc/sockservice/sockservice.toml "
+            "--listen systemd:domain=INET:name=sockservice $OPTIONS\n",
             output,
         )
 
     def test_installSwitchReinstallUninstall(self):
         """
-        The plain service, then the socket-activated one, each verified and
+        An upgrade over an options file of the days before sockservice.toml
+        moves its MODE, PORT and INTERFACE into a new sockservice.toml; the
+        plain service, then the socket-activated one, each verified and
         rated; running it again (back to plain) leaves the same files as the
-        first time, an edited options file kept; --uninstall removes them
-        all. One test, as every install makes a venv.
+        first time, an edited sockservice.toml kept; --uninstall removes
+        them all. One test, as every install makes a venv.
         """
-        self.install()
+        config = os.path.join(self.root, "etc", "sockservice")
+        os.makedirs(config)
+        options = os.path.join(config, "sockservice.env")
+        with open(options, "w") as f:
+            f.write("MODE=greet\nPORT=4000\nINTERFACE=127.0.0.1\nOPTIONS=--max-line 100\n")
+        output = self.install()
+        self.assertIn(
+            f"install.sh: moved MODE PORT INTERFACE from {options} to {config}/sockservice.toml\n",
+            output,
+        )
+        with open(options) as f:
+            self.assertEqual(
+                f.read(),
+                "# moved to sockservice.toml: MODE=greet\n# moved to sockservice.toml: PORT=4000\n"
+                "# moved to sockservice.toml: INTERFACE=127.0.0.1\nOPTIONS=--max-line 100\n",
+            )
+        toml = os.path.join(config, "sockservice.toml")
+        with open(toml) as f:
+            self.assertTrue(f.read().startswith(
+                '# Moved from sockservice.env by install.sh.\nmode = "greet"\nport = 4000\n'
+                'interface = "127.0.0.1"\n\n# sockservice\'s options'
+            ))
         self.checkPlain()
         installed = ourFiles(self.root)
-        options = os.path.join(self.root, "etc", "sockservice", "sockservice.env")
-        with open(options, "a") as f:
-            f.write("MODE=relay\n")
+        with open(toml, "a") as f:
+            f.write('greeting = "edited"\n')
         self.install("--socket")
         self.checkSocketActivated()
         self.install()
-        self.checkPlain()
+        self.checkPlain(greeting=b"edited\n")
         self.assertEqual(ourFiles(self.root), installed)
-        with open(options) as f:
-            self.assertTrue(f.read().endswith("\nMODE=relay\n"))
+        with open(toml) as f:
+            self.assertTrue(f.read().endswith('\ngreeting = "edited"\n'))
         status, output = run("sh", os.path.join(DEPLOY, "install.sh"), "--uninstall", "--root", self.root)
         self.assertEqual(status, 0, output)
         self.assertEqual(ourFiles(self.root), set())
@@ -198,6 +229,18 @@ class InstallTests(SynchronousTestCase):
             "install.sh: unknown option --bogus\n"
             "usage: sh deploy/install.sh [--socket] [--uninstall] [--root DIR]\n",
         )
+
+
+class SocketUnitTests(SynchronousTestCase):
+    def test_backlogMatchesTheService(self):
+        """
+        The socket unit queues as many connections as the service would
+        itself (--backlog's default), so socket activation drops no burst
+        the service alone would take.
+        """
+        with open(os.path.join(DEPLOY, "sockservice.socket")) as f:
+            backlogs = re.findall(r"^Backlog=(\d+)$", f.read(), re.M)
+        self.assertEqual(backlogs, [str(BACKLOG)])
 
 
 class CloudInitTests(SynchronousTestCase):

@@ -1,13 +1,20 @@
 """
 The C{directepoll} reactor: Twisted's own reactor conformance tests run
-against it, failures it catches, and the real twistd serving on it by
+against it, failures it catches, every path of the epoll reactor's
+C{_doReadOrWrite} handled the same way, and the real twistd serving on it by
 default.
 """
 
-from select import EPOLLHUP, EPOLLIN, EPOLLOUT
+import signal
+import sys
+import threading
+from itertools import product
+from select import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.error import ConnectionDone
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.internet.test import test_core, test_tcp, test_time, test_tls, test_unix
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -79,6 +86,9 @@ class Selectable:
     def logPrefix(self):
         return self.prefix
 
+    def fileno(self):
+        return 3
+
     def doRead(self):
         self.handled.append(("doRead", self.prefix))
         if self.raises is not None:
@@ -94,26 +104,37 @@ class FakePoller:
         return self.events
 
 
-class DispatchTests(SynchronousTestCase):
+class ReactorTestsMixin:
+    """
+    A reactor (C{reactorClass}) whose poller and descriptors a test sets,
+    with its waker and poller closed when the test ends.
+    """
+
+    def makeReactor(self, reactorClass):
+        reactor = reactorClass()
+        self.addCleanup(self.dismantle, reactor, reactor._poller, reactor._selectables)
+        return reactor
+
+    def dismantle(self, reactor, poller, selectables):
+        """
+        Give the reactor back its poller, then close its waker and poller.
+        """
+        reactor._poller, reactor._selectables = poller, selectables
+        for reader in list(reactor._internalReaders):
+            reactor.removeReader(reader)
+            reader.connectionLost(None)
+        poller.close()
+
+
+class DispatchTests(ReactorTestsMixin, SynchronousTestCase):
     def setUp(self):
-        self.reactor = DirectEPollReactor()
-        self.addCleanup(self.dismantle, self.reactor._poller, self.reactor._selectables)
+        self.reactor = self.makeReactor(DirectEPollReactor)
         self.handled = []
         self.reactor._doReadOrWrite = self.handle
         self.reactor._disconnectSelectable = self.disconnect
         self.logged = []
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
-
-    def dismantle(self, poller, selectables):
-        """
-        Give the reactor back its poller, then close its waker and poller.
-        """
-        self.reactor._poller, self.reactor._selectables = poller, selectables
-        for reader in list(self.reactor._internalReaders):
-            self.reactor.removeReader(reader)
-            reader.connectionLost(None)
-        poller.close()
 
     def handle(self, selectable, fd, event):
         self.handled.append(("handle", selectable.prefix, fd, event))
@@ -167,7 +188,8 @@ class DispatchTests(SynchronousTestCase):
     def test_readFailure(self):
         """
         A read that raises is logged under the descriptor's log prefix and
-        disconnects it with the exception; the next descriptor is handled.
+        disconnects it with the exception (not as ended while reading, as
+        C{_doReadOrWrite} does it); the next descriptor is handled.
         """
         error = ZeroDivisionError("read failed")
         self.poll(
@@ -175,7 +197,7 @@ class DispatchTests(SynchronousTestCase):
             (Selectable("b", self.handled), EPOLLIN),
         )
         self.assertEqual(
-            self.handled, [("doRead", "a"), ("disconnect", "a", error, True), ("doRead", "b")]
+            self.handled, [("doRead", "a"), ("disconnect", "a", error, False), ("doRead", "b")]
         )
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertEqual(self.failuresLogged(), [("a", ZeroDivisionError)])
@@ -202,19 +224,142 @@ class DispatchTests(SynchronousTestCase):
             KeyboardInterrupt, self.poll, (Selectable("interrupted", self.handled), EPOLLOUT)
         )
 
-    def test_interruptedPoll(self):
-        """
-        A poll interrupted by a signal returns at once, handling nothing.
-        """
 
-        class Interrupted:
-            def poll(self, timeout, most):
-                raise InterruptedError()
+class Raise:
+    """
+    An outcome of a L{Descriptor} method: raise C{exception}.
+    """
 
-        self.reactor._selectables = {5: Selectable("a", self.handled)}
-        self.reactor._poller = Interrupted()
-        self.reactor.doPoll(None)
-        self.assertEqual(self.handled, [])
+    def __init__(self, exception):
+        self.exception = exception
+
+    def __repr__(self):
+        return f"Raise({self.exception!r})"
+
+
+class Descriptor:
+    """
+    A descriptor stand-in whose C{fileno}, C{doRead} and C{doWrite} record
+    their call, then return their outcome or raise its L{Raise}.
+    """
+
+    def __init__(self, calls, fileno, read, write):
+        self.calls = calls
+        self.outcomes = {"fileno": fileno, "doRead": read, "doWrite": write}
+
+    def logPrefix(self):
+        return "descriptor"
+
+    def _call(self, name):
+        self.calls.append(name)
+        outcome = self.outcomes[name]
+        if isinstance(outcome, Raise):
+            raise outcome.exception
+        return outcome
+
+    def fileno(self):
+        return self._call("fileno")
+
+    def doRead(self):
+        return self._call("doRead")
+
+    def doWrite(self):
+        return self._call("doWrite")
+
+
+FD = 7
+FILENOS = [FD, -1, Raise(ValueError("fileno failed"))]
+READS = [None, CONNECTION_DONE, CONNECTION_LOST, Raise(ZeroDivisionError("read failed")),
+         Raise(ConnectionDone("raised"))]
+WRITES = [None, CONNECTION_LOST, Raise(ZeroDivisionError("write failed"))]
+EVENTS = [
+    EPOLLIN, EPOLLOUT, EPOLLIN | EPOLLOUT, EPOLLHUP, EPOLLERR, EPOLLIN | EPOLLHUP,
+    EPOLLIN | EPOLLERR, EPOLLOUT | EPOLLHUP, EPOLLIN | EPOLLOUT | EPOLLHUP,
+]
+
+
+class SameAsEPollTests(ReactorTestsMixin, SynchronousTestCase):
+    """
+    Every event on every kind of descriptor is handled as Twisted's epoll
+    reactor handles it, running every path of its C{_doReadOrWrite}.
+    """
+
+    def setUp(self):
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def handled(self, reactor, event, reading, outcomes):
+        """
+        What C{reactor} does with C{event} on a L{Descriptor} with
+        C{outcomes}, registered as a reader if C{reading}: the calls made on
+        the descriptor, the disconnection, the failures logged.
+        """
+        calls = []
+        reactor._selectables = {FD: Descriptor(calls, *outcomes)}
+        reactor._reads = {FD} if reading else set()
+        reactor._poller = FakePoller([(FD, event)])
+        reactor._disconnectSelectable = lambda s, why, inRead: calls.append(
+            ("disconnect", why, inRead)
+        )
+        del self.logged[:]
+        reactor.doPoll(0)
+        failures = [type(e["failure"].value) for e in self.logged if e.get("isError")]
+        return calls, failures
+
+    def test_everyPath(self):
+        """
+        C{DirectEPollReactor} does what C{EPollReactor} does for each
+        combination, and together they run every line of Twisted's
+        C{_doReadOrWrite}, so a path it gains in a new Twisted fails here
+        until it is covered.
+        """
+        direct = self.makeReactor(DirectEPollReactor)
+        epoll = self.makeReactor(EPollReactor)
+        different = []
+        code = EPollReactor._doReadOrWrite.__code__
+        ran = set()
+
+        def trace(frame, event, arg):
+            if frame.f_code is code:
+                ran.add(frame.f_lineno)
+                return trace
+            return None
+
+        for event, reading, *outcomes in product(EVENTS, [True, False], FILENOS, READS, WRITES):
+            ours = self.handled(direct, event, reading, outcomes)
+            sys.settrace(trace)
+            try:
+                theirs = self.handled(epoll, event, reading, outcomes)
+            finally:
+                sys.settrace(None)
+            if ours != theirs:
+                different.append((event, reading, outcomes, ours, theirs))
+        self.flushLoggedErrors()
+        self.assertEqual(different, [])
+        lines = {line for _, _, line in code.co_lines() if line is not None}
+        lines.discard(code.co_firstlineno)
+        self.assertEqual(sorted(lines - ran), [])
+
+
+class InterruptedPollTests(ReactorTestsMixin, SynchronousTestCase):
+    def test_signalDuringPoll(self):
+        """
+        A signal arriving while the reactor waits in C{epoll_wait} runs its
+        handler, and the wait goes on (Python retries it, PEP 475): no
+        C{InterruptedError} comes out.
+        """
+        reactor = self.makeReactor(DirectEPollReactor)
+        caught = []
+        previous = signal.signal(signal.SIGUSR1, lambda number, frame: caught.append(number))
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        sender = threading.Timer(
+            0.01, signal.pthread_kill, (threading.get_ident(), signal.SIGUSR1)
+        )
+        sender.start()
+        self.addCleanup(sender.join)
+        reactor.doPoll(0.1)
+        self.assertEqual(caught, [signal.SIGUSR1])
 
 
 class TwistdTests(TestCase):

@@ -6,14 +6,10 @@ step aside or fit in.
 """
 
 import os
+import select
 import socket
 import struct
-from datetime import datetime, timedelta, timezone
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import time
 
 from twisted.internet import main, reactor, ssl, tcp, unix
 from twisted.internet.defer import inlineCallbacks
@@ -30,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sockservice.fastpath.directwrite import noDelay, writeNow
 from tests.realserver import Peer, startTwistd
+from tests.support import makeCertificate
 
 BIG = bytes(range(256)) * 16384
 
@@ -62,8 +59,11 @@ def serve(testCase, transportClass=tcp.Server, pair=tcpPair):
 
 
 def readAvailable(client):
+    """
+    Everything the non-blocking C{client} socket can read now.
+    """
     data = b""
-    while True:
+    for _ in range(len(BIG)):
         try:
             chunk = client.recv(1 << 20)
         except BlockingIOError:
@@ -71,18 +71,24 @@ def readAvailable(client):
         if not chunk:
             return data
         data += chunk
+    raise AssertionError(f"still reading after {len(data)} bytes")
 
 
-def drain(transport, client, size):
+def drain(transport, client, size, seconds=10):
     """
     Let the transport flush its queue (as the reactor would) while the
-    client reads, until C{size} bytes arrived; return them.
+    client reads, until C{size} bytes arrived; return them. Fail if they do
+    not arrive within C{seconds}.
     """
     data = b""
+    deadline = time.monotonic() + seconds
     while len(data) < size:
-        data += readAvailable(client)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(data)} of {size} bytes arrived in {seconds}s")
         if transport.dataBuffer or transport._tempDataBuffer:
             transport.doWrite()
+        select.select([client], [], [], 0.1)
+        data += readAvailable(client)
     return data
 
 
@@ -93,11 +99,12 @@ def fillSendBuffer(transport):
     """
     transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sent = b""
-    while True:
+    for _ in range(1000):
         try:
             sent += BIG[: transport.socket.send(BIG)]
         except BlockingIOError:
             return sent
+    raise AssertionError(f"the socket took {len(sent)} bytes and wants more")
 
 
 class DirectWriterTests(SynchronousTestCase):
@@ -218,40 +225,9 @@ class DirectWriterTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"hello\n")
 
 
-def selfSignedPEM(testCase):
-    """
-    Write a key and a self-signed certificate for localhost to one PEM file;
-    return its path.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path = os.path.abspath(testCase.mktemp())
-    with open(path, "wb") as pem:
-        pem.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        pem.write(certificate.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 def serverContext(testCase):
-    path = selfSignedPEM(testCase)
-    return ssl.DefaultOpenSSLContextFactory(path, path)
+    key, certificate = makeCertificate(testCase.mktemp())
+    return ssl.DefaultOpenSSLContextFactory(key, certificate)
 
 
 class TLSTests(SynchronousTestCase):
@@ -286,9 +262,9 @@ class ServerTransportTests(TestCase):
 
     @inlineCallbacks
     def test_tls(self):
-        path = selfSignedPEM(self)
+        key, certificate = makeCertificate(os.path.abspath(self.mktemp()))
         server = startTwistd(
-            self, "--listen", f"ssl:0:interface=127.0.0.1:privateKey={path}"
+            self, "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
         )
         port = yield server.listening
         yield self.exchange(

@@ -100,18 +100,39 @@ class DrainingServiceTests(SynchronousTestCase):
         self.assertIsNone(transport.producer)
         self.assertEqual(transport.producerState, "producing")
         self.assertTrue(transport.writeClosed)
+        self.assertEqual(
+            self.captured.messages()[-1],
+            "127.0.0.1:1 is not reading its acks: reading from it paused",
+        )
+
+    def test_noResumedLineWhenDraining(self):
+        """
+        Draining reads on from a client that was paused, but that client
+        did not read its acks: the log does not say it did.
+        """
+        proto, transport = connect(self.factory, 1, HalfClosingTransport)
+        proto.dataReceived(b"a\n")
+        proto.pauseProducing()
+        self.service.stopService()
+        disconnect(proto)
+        self.assertNotIn(
+            "127.0.0.1:1 read its acks: reading from it resumed", self.captured.messages()
+        )
 
 
 class RelayDrainingTests(SynchronousTestCase):
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.factory = RelayFactory(self.captured.log, LocalHub())
+        self.service = DrainingService(self.factory, self.captured.clock, 10)
+        self.service.startService()
+
     def test_queuedLinesGoOutFirst(self):
         """
         Lines relay held back for a client that was not reading are written
         before its sending side closes.
         """
-        captured = CapturedLog()
-        factory = RelayFactory(captured.log, LocalHub())
-        service = DrainingService(factory, captured.clock, 10)
-        service.startService()
+        factory, service = self.factory, self.service
         sender, _ = connect(factory, 1, HalfClosingTransport)
         stalled, stalledTransport = connect(factory, 2, HalfClosingTransport)
         stalled.pauseProducing()
@@ -120,3 +141,23 @@ class RelayDrainingTests(SynchronousTestCase):
         service.stopService()
         self.assertEqual(stalledTransport.value(), b"one\ntwo\n")
         self.assertTrue(stalledTransport.writeClosed)
+
+    def test_partialLineDeliveredOnCleanClose(self):
+        """
+        A draining connection's partial line goes to the others when its
+        client closes cleanly, and not after the deadline's abort.
+        """
+        factory, service, captured = self.factory, self.service, self.captured
+        clean, _ = connect(factory, 1, HalfClosingTransport)
+        stuck, _ = connect(factory, 2, HalfClosingTransport)
+        other, otherTransport = connect(factory, 3, HalfClosingTransport)
+        clean.dataReceived(b"bye")
+        stuck.dataReceived(b"cut")
+        stopped = service.stopService()
+        disconnect(clean)
+        self.assertEqual(received(otherTransport), b"bye\n")
+        captured.clock.advance(10)
+        disconnect(stuck, ConnectionAborted)
+        disconnect(other)
+        self.assertEqual(received(otherTransport), b"")
+        self.successResultOf(stopped)

@@ -4,7 +4,12 @@ greet mode on a string transport: the seed 000 exchange, byte for byte.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.modes.greet import GreetFactory
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
+
+from sockservice.modes.greet import ACKS_PER_WRITE, OUTPUT_BUDGET, GreetFactory
+from sockservice.wire.limits import Limits, limitBuffer
 from tests.support import CapturedLog, connect, disconnect, received
 
 ACK = b"Information Received\n"
@@ -187,3 +192,111 @@ class GreetLogFoldingTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(factory.protocols, set())
+
+
+class PausingTransport(StringTransport):
+    """
+    A L{StringTransport} that, like a socket transport, pauses its streaming
+    producer while more than C{bufferSize} bytes wait to be sent; the peer
+    reads them with L{peerReads}.
+    """
+
+    bufferSize = 16 * 1024
+
+    def write(self, data):
+        StringTransport.write(self, data)
+        if self.producer is not None and len(self.value()) > self.bufferSize:
+            self.producer.pauseProducing()
+
+    def peerReads(self):
+        """
+        The peer reads everything waiting; the producer is resumed, as a
+        transport does once its buffer is empty.
+        """
+        data = received(self)
+        if self.producerState == "paused":
+            self.producerState = "producing"
+            self.producer.resumeProducing()
+        return data
+
+
+class GreetOutputBudgetTests(SynchronousTestCase):
+    """
+    A client that sends bare newlines by the thousand and never reads costs
+    at most its output budget in acks: one read is no longer answered whole.
+    """
+
+    def setUp(self):
+        self.captured = CapturedLog(budget=0)
+        self.proto, self.transport = connect(
+            GreetFactory(self.captured.log, greeting=b""), transportType=PausingTransport
+        )
+
+    def test_floodAnsweredOnlyWithinTheBudget(self):
+        self.proto.dataReceived(b"\n")
+        self.proto.dataReceived(b"\n" * 16384)
+        waiting = len(self.transport.value())
+        self.assertLessEqual(waiting, OUTPUT_BUDGET + ACKS_PER_WRITE)
+        self.assertGreater(waiting, OUTPUT_BUDGET)
+        self.assertTrue(self.proto.paused)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertEqual(len(self.proto.pendingPartialLine()), 16385 - waiting // len(ACK))
+
+    def test_everyLineAnsweredInOrderOnceRead(self):
+        self.proto.dataReceived(b"\n")
+        lines = b"".join(b"%d\n" % n for n in range(20000))
+        self.proto.dataReceived(lines)
+        answered = self.transport.peerReads()
+        self.proto.dataReceived(b"last\n")
+        for _ in range(100):
+            if not self.proto.paused:
+                break
+            answered += self.transport.peerReads()
+        answered += self.transport.peerReads()
+        self.assertEqual(answered, ACK * 20002)
+
+    def test_socketTransportBuffersTheBudget(self):
+        """
+        A socket transport pauses its producer past its C{bufferSize} and
+        reads that much at a time: greet sets it to its budget.
+        """
+        transport = FileDescriptor(reactor=MemoryReactor())
+        self.assertEqual(transport.bufferSize, 65536)
+        limitBuffer(transport, OUTPUT_BUDGET)
+        self.assertEqual(transport.bufferSize, 16384)
+        limitBuffer(StringTransport(), OUTPUT_BUDGET)
+
+
+class GreetTakingTurnsTests(SynchronousTestCase):
+    """
+    A read of thousands of lines is answered a batch per reactor turn, so
+    one client's flood does not hold up everyone else.
+    """
+
+    def test_oneBatchPerTurn(self):
+        clock = Clock()
+        factory = GreetFactory(CapturedLog(budget=0).log, greeting=b"", limits=Limits(clock))
+        proto, transport = connect(factory)
+        other, otherTransport = connect(factory, 5001)
+        perWrite = ACKS_PER_WRITE // len(ACK)
+        proto.dataReceived(b"x\n" * (perWrite * 2 + 5))
+        self.assertEqual(received(transport), ACK * perWrite)
+        self.assertEqual(transport.producerState, "paused")
+        [turn] = clock.getDelayedCalls()
+        self.assertEqual(turn.getTime(), clock.seconds())
+        other.dataReceived(b"meanwhile\n")
+        self.assertEqual(received(otherTransport), ACK)
+        writes = []
+        self.patch(transport, "write", writes.append)
+        clock.advance(0)
+        self.assertEqual(writes, [ACK * perWrite, ACK * 5])
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_turnCancelledWhenGone(self):
+        clock = Clock()
+        factory = GreetFactory(CapturedLog().log, greeting=b"", limits=Limits(clock))
+        proto, transport = connect(factory)
+        proto.dataReceived(b"\n" * 20000)
+        disconnect(proto)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -6,12 +6,14 @@ greet's paused reading and relay's slow consumers.
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.internet.interfaces import INegotiated
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.hubs.local import LocalHub
-from sockservice.wire.limits import Limits, raiseOpenFileLimit
+from sockservice.wire.limits import QUEUED_ENTRY, QUEUED_FLOOR, Limits, raiseOpenFileLimit
 from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
@@ -263,6 +265,48 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.assertEqual(received(transport), b"x" * 100 + b"\n")
         self.assertFalse(transport.disconnecting)
 
+    def test_allSlowReadersTogetherBounded(self):
+        """
+        Past C{maxQueued} queued for every slow reader together (each line
+        counted C{QUEUED_ENTRY} bytes more), a reader that would hold more
+        than its share of it is dropped; one holding less than
+        C{QUEUED_FLOOR} never is. What a dropped reader held is given back.
+        """
+        maxQueued = 4 * QUEUED_FLOOR
+        factory = RelayFactory(
+            self.captured.log, LocalHub(),
+            limits=Limits(self.clock, maxBuffer=10 * QUEUED_FLOOR, maxQueued=maxQueued),
+        )
+        line = b"x" * (QUEUED_FLOOR - QUEUED_ENTRY - 1) + b"\n"
+        sender, _ = connect(factory, 6001)
+        readers = [connect(factory, 6002 + n) for n in range(5)]
+        for reader, _ in readers:
+            reader.pauseProducing()
+        sender.dataReceived(line)
+        self.assertEqual(factory.limits.queued, 5 * QUEUED_FLOOR)
+        sender.dataReceived(line)
+        self.assertEqual([reader.queuedCost for reader, _ in readers],
+                         [0, 0, 2 * QUEUED_FLOOR, 0, 2 * QUEUED_FLOOR])
+        self.assertEqual([received(transport) for _, transport in readers],
+                         [b"ERROR too slow\n"] * 2 + [b""] + [b"ERROR too slow\n"] + [b""])
+        self.assertEqual((factory.limits.queued, factory.limits.slowReaders), (maxQueued, 2))
+        self.assertIn(
+            f"127.0.0.1:6002 is too slow: {5 * QUEUED_FLOOR} bytes queued for slow readers "
+            f"in all, {QUEUED_FLOOR} of them for it, dropping it",
+            self.captured.messages(),
+        )
+
+    def test_queuedGivenBackWhenWritten(self):
+        factory = RelayFactory(self.captured.log, LocalHub(), limits=Limits(self.clock))
+        sender, _ = connect(factory, 6001)
+        first, firstTransport = connect(factory, 6002)
+        first.pauseProducing()
+        sender.dataReceived(b"1234567\n")
+        self.assertEqual(factory.limits.queued, 8 + QUEUED_ENTRY)
+        first.resumeProducing()
+        self.assertEqual(received(firstTransport), b"1234567\n")
+        self.assertEqual(factory.limits.queued, 0)
+
     def test_readingContinues(self):
         """
         Unlike greet, a relay client whose output is full is still read.
@@ -309,3 +353,47 @@ class OpenFileLimitTests(SynchronousTestCase):
             rlimits = FakeResource(*limits)
             self.assertEqual(raiseOpenFileLimit(100, rlimits), 100)
             self.assertEqual(rlimits.limits, limits)
+
+
+@implementer(INegotiated)
+class TLSTransport(StringTransport):
+    """
+    A string transport that says it is TLS, as Twisted's TLS transport does.
+    """
+
+    negotiatedProtocol = None
+
+
+class HandshakeLimitTests(SynchronousTestCase):
+    """
+    Past C{maxHandshakes} TLS handshakes unfinished at once, the oldest is
+    aborted, so stalled handshakes neither hold memory without bound nor
+    keep a new client out.
+    """
+
+    def test_oldestUnfinishedAborted(self):
+        captured = CapturedLog()
+        limits = Limits(maxHandshakes=2)
+        factory = GreetFactory(captured.log, limits=limits)
+        first, firstTransport = connect(factory, 5001, TLSTransport)
+        second, secondTransport = connect(factory, 5002, TLSTransport)
+        second.handshakeCompleted()
+        third, thirdTransport = connect(factory, 5003, TLSTransport)
+        self.assertFalse(firstTransport.disconnecting)
+        fourth, fourthTransport = connect(factory, 5004, TLSTransport)
+        self.assertTrue(firstTransport.disconnected)
+        self.assertFalse(secondTransport.disconnecting or thirdTransport.disconnecting)
+        self.assertEqual(list(limits.handshakes), [third, fourth])
+        self.assertEqual(
+            captured.messages()[-2],
+            "over 2 TLS handshakes unfinished: aborted the oldest, 127.0.0.1:5001's",
+        )
+        disconnect(third)
+        self.assertEqual(list(limits.handshakes), [fourth])
+
+    def test_plainConnectionsNotCounted(self):
+        limits = Limits(maxHandshakes=1)
+        factory = GreetFactory(CapturedLog().log, limits=limits)
+        connect(factory, 5001)
+        connect(factory, 5002)
+        self.assertEqual(list(limits.handshakes), [])

@@ -5,10 +5,11 @@ over loopback.
 
 import hashlib
 import os
+import shutil
 import socket
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.realserver import DigestPeer, connectPeer, startTwistd
 from tests.support import clientTLSOptions, makeCertificate
@@ -39,6 +40,29 @@ class LimitProcessTests(TestCase):
         first.send(b"still served\n")
         self.assertEqual((yield first.receive(8 + len(ACK))), b"connect\n" + ACK)
         yield server.logged(b"server full (2 connections open): refused 127.0.0.1:")
+
+    @inlineCallbacks
+    def test_openFileLimitLowersMaxConnections(self):
+        """
+        Under an open-file limit of 80, --max-connections 1000 is lowered to
+        the 16 that fit (64 files kept for the server itself), so the 17th
+        client gets C{ERROR server full} rather than an unanswered accept.
+        """
+        if shutil.which("prlimit") is None:
+            raise SkipTest("prlimit is not installed (apt-get install util-linux)")
+        server = startTwistd(self, *LOCAL, "--max-connections", "1000",
+                             launcher=("prlimit", "--nofile=80:80"))
+        port = yield server.listening
+        yield server.logged(b"the open file limit lets only 16 connections in")
+        peers = []
+        for _ in range(16):
+            peer = yield connectPeer(self, port)
+            yield peer.receive(8)
+            peers.append(peer)
+        over = yield connectPeer(self, port)
+        self.assertEqual((yield over.closed), b"ERROR server full\n")
+        peers[0].send(b"still served\n")
+        self.assertEqual((yield peers[0].receive(8 + len(ACK))), b"connect\n" + ACK)
 
     @inlineCallbacks
     def test_maxPerIP(self):

@@ -28,7 +28,7 @@ class LoadgenTests(TestCase):
 
     def setUp(self):
         self.loadgen = os.path.abspath(self.mktemp())
-        subprocess.run(["gcc", "-O2", "-o", self.loadgen, SOURCE], check=True)
+        subprocess.run(["gcc", "-O2", "-o", self.loadgen, SOURCE], check=True, timeout=60)
 
     @inlineCallbacks
     def load(self, *args):

@@ -216,6 +216,21 @@ class TwistdOptionsTests(SynchronousTestCase):
         config.parseOptions(["-n", "--pidfile=", "sockservice"])
         self.assertIsNone(config["logger"])
 
+    def test_jsonFromTheConfigFile(self):
+        """
+        C{log-format} in the C{--config} file takes effect as on the
+        command line (the file is read before twistd's C{--logger} is set).
+        """
+        directory = tempfile.mkdtemp(prefix="sockservice-logformat-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "sockservice.toml")
+        with open(path, "w") as f:
+            f.write('log-format = "json"\n')
+        config = ServerOptions()
+        config.parseOptions(["-n", "--pidfile=", "sockservice", "--config", path])
+        self.assertIs(config["logger"], formats.jsonObserver)
+        self.assertEqual(config.subOptions.config.logFormat, "json")
+
     def test_jsonToALogFile(self):
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice import __version__
+from sockservice.hubs.envelope import pack
 from sockservice.hubs.local import LocalHub
 from sockservice.hubs.redis import RedisHub
 from sockservice.hubs.redisurl import RedisAddress
@@ -24,6 +25,7 @@ from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
 from sockservice.service.listening import ListeningService
+from sockservice.tap import makeService
 from sockservice.web.metrics import (
     BACKPLANE_GRACE,
     REFUSALS,
@@ -36,7 +38,7 @@ from sockservice.wire.auth import TokenGate
 from sockservice.wire.limits import Limits
 from tests.support import CapturedLog, connect, disconnect, received
 from tests import test_redishub, test_tap
-from tests.test_redishub import NODE, Endpoint
+from tests.test_redishub import NODE, OTHER, Endpoint, entries, reply, xadd
 from tests.test_tap import parse
 
 ACK = b"Information Received\n"
@@ -218,33 +220,41 @@ class BackplaneTests(SynchronousTestCase):
     setUp = test_redishub.RedisHubTests.setUp
     makeHub = test_redishub.RedisHubTests.makeHub
     start = test_redishub.RedisHubTests.start
+    connectWriter = test_redishub.RedisHubTests.connectWriter
+    connectReader = test_redishub.RedisHubTests.connectReader
     connectBoth = test_redishub.RedisHubTests.connectBoth
 
-    def test_upDownReconnects(self):
+    def test_upDownReconnectsLost(self):
+        """
+        Up once both connections to Redis are ready, down from the first
+        loss; the bytes waiting for Redis; the lines that could not cross
+        nodes, both ways: not appended (the outbox full) and lost on the
+        way here (a gap in another node's line numbers).
+        """
+        self.hub = self.makeHub(RedisAddress("127.0.0.1", 6379), outboxLimit=100)
         factory = RelayFactory(CapturedLog().log, self.hub)
         scraped = Scraped(factory)
+        names = ("backplane_up", "backplane_outbox_bytes", "backplane_lost_lines_total",
+                 "backplane_resets_total", "backplane_reconnects_total")
         self.start()
-        self.assertEqual(scraped("backplane_up"), 0)
-        publisher, pt, subscriber, st = self.connectBoth()
-        self.assertEqual(
-            [scraped(name) for name in (
-                "backplane_up", "backplane_reconnects_total", "backplane_outbox_bytes",
-            )],
-            [1, 0, 0],
-        )
+        self.assertEqual([scraped(name) for name in names], [0, 0, 0, 0, 0])
+        writer, wt, reader, rt = self.connectBoth()
+        self.assertEqual([scraped(name) for name in names], [1, 0, 0, 0, 0])
         a, _ = connect(factory, 5001)
         a.dataReceived(b"unconfirmed\n")
-        self.assertGreater(scraped("backplane_outbox_bytes"), 0)
-        publisher.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(scraped("backplane_up"), 0)
-        self.assertEqual(scraped("backplane_lost_messages_total"), 1)
-        self.assertEqual(scraped("backplane_outbox_bytes"), 0)
+        waiting = len(pack(NODE, 1, 1, b"unconfirmed\n"))
+        self.assertEqual([scraped(name) for name in names], [1, waiting, 0, 0, 0])
+        writer.connectionLost(Failure(ConnectionLost()))
+        a.dataReceived(b"x" * 100 + b"\n")
+        reader.dataReceived(entries(
+            (b"1-0", pack(OTHER, 1, 1, b"1\n")), (b"2-0", pack(OTHER, 1, 4, b"4\n")),
+        ))
+        self.assertEqual([scraped(name) for name in names], [0, waiting, 1 + 2, 0, 0])
         self.clock.advance(1)
-        publisher, pt = self.endpoint.accept()
-        publisher.dataReceived(b"+PONG\r\n")
-        self.assertEqual(scraped("backplane_up"), 1)
-        self.assertEqual(scraped("backplane_reconnects_total"), 1)
-        self.assertGreater(scraped("backplane_lost_bytes_total"), 0)
+        writer, wt = self.connectWriter()
+        self.assertEqual(received(wt), xadd(pack(NODE, 1, 1, b"unconfirmed\n")))
+        writer.dataReceived(reply(b"3-0"))
+        self.assertEqual([scraped(name) for name in names], [1, 0, 3, 0, 1])
 
 
 def listener(reactor, factory):
@@ -398,24 +408,40 @@ class BackplaneHealthTests(SynchronousTestCase):
 class MetricsServiceTests(SynchronousTestCase):
     def test_servesUntilDrained(self):
         """
-        Stopping, it goes on listening until the line protocol's last
-        connection has closed, so /healthz can say why meanwhile.
+        makeService's stop: the line listener closes at once, the metrics
+        listener only once the last connection has drained, so /healthz
+        says why meanwhile; then the hub stops.
         """
         reactor = MemoryReactorClock()
-        factory = GreetFactory(CapturedLog().log)
-        service = MetricsService(
-            TCP4ServerEndpoint(reactor, 0), "tcp:0", factory, [], reactor, "test.Reactor"
+        top = makeService(
+            parse("--mode", "relay", "--backplane", "redis://127.0.0.1:1", "--port", "0",
+                  "--metrics", "tcp:0:interface=127.0.0.1"),
+            reactor=reactor, environ={},
         )
-        service.startService()
-        [port] = reactor.tcpServers
-        self.assertNotIn(factory, [server[1] for server in reactor.tcpServers])
-        proto, _ = connect(factory)
-        stopped = service.stopService()
+        top.privilegedStartService()
+        top.startService()
+        [metrics] = [each for each in top if isinstance(each, MetricsService)]
+        [listener] = [each for each in top if type(each) is ListeningService]
+        factory = listener.factory
+        events = []
+        stopMetrics = metrics.stopService
+        self.patch(metrics, "stopService", lambda: events.append("metrics") or stopMetrics())
+        self.patch(factory.hub, "stopService", lambda: events.append("hub"))
+        proto, _ = connect(factory, 5001)
+
+        stopped = top.stopService()
+        self.assertIsNone(listener.port)
+        self.assertIsNotNone(metrics.port)
+        self.assertEqual(
+            parsed(get(metrics.factory, b"/healthz")),
+            response(b"HTTP/1.1 503 Service Unavailable",
+                     b"stopping: 1 connection(s) draining\n"),
+        )
         self.assertNoResult(stopped)
-        self.assertIsNotNone(service.port)
         disconnect(proto)
+        self.assertEqual(events, ["metrics", "hub"])
+        self.assertIsNone(metrics.port)
         self.successResultOf(stopped)
-        self.assertIsNone(service.port)
 
 
 class SharedPortTests(SynchronousTestCase):

@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from sockservice.modes.greet import GreetFactory
 from sockservice.service.listening import ListeningService
 from sockservice.service.notify import NotifyService, notifyAddress, sendNotification
-from sockservice.tap import Options, makeService
+from sockservice.tap import Options
+from tests.test_tap import build
 from tests.support import CapturedLog
 
 
@@ -97,8 +98,24 @@ class NotifyServiceTests(SynchronousTestCase):
     def send(self, address, state):
         self.sent.append((address, state))
 
+    def test_readyOnceTheReactorRuns(self):
+        reactor = MemoryReactorClock()
+        notifier = NotifyService(self.listeners, reactor, {"NOTIFY_SOCKET": "@x"}, self.send)
+        for listener in self.listeners:
+            listener.startService()
+        notifier.startService()
+        self.endpoints[1].listening.callback(_FakePort(IPv6Address("TCP", "::1", 2)))
+        self.endpoints[0].listening.callback(_FakePort(IPv4Address("TCP", "0.0.0.0", 1)))
+        self.assertEqual(self.sent, [], "not before the reactor runs")
+        reactor.run()
+        self.assertEqual(
+            self.sent, [(b"\0x", "READY=1\nSTATUS=listening on 0.0.0.0:1, [::1]:2")]
+        )
+
     def test_readyOnceEveryListenerIsBound(self):
-        notifier = NotifyService(self.listeners, {"NOTIFY_SOCKET": "@x"}, self.send)
+        reactor = MemoryReactorClock()
+        reactor.run()
+        notifier = NotifyService(self.listeners, reactor, {"NOTIFY_SOCKET": "@x"}, self.send)
         for listener in self.listeners:
             listener.startService()
         notifier.startService()
@@ -112,7 +129,7 @@ class NotifyServiceTests(SynchronousTestCase):
         self.assertEqual(self.sent[1:], [(b"\0x", "STOPPING=1")])
 
     def test_silentWithoutNotifySocket(self):
-        notifier = NotifyService(self.listeners, {}, self.send)
+        notifier = NotifyService(self.listeners, MemoryReactorClock(), {}, self.send)
         for listener in self.listeners:
             listener.startService()
         notifier.startService()
@@ -131,7 +148,8 @@ class NotifyServiceTests(SynchronousTestCase):
         def refuse(address, state):
             raise ConnectionRefusedError(111, "Connection refused")
 
-        NotifyService([], {"NOTIFY_SOCKET": "/nowhere"}, refuse).stopService()
+        notifier = NotifyService([], MemoryReactorClock(), {"NOTIFY_SOCKET": "/nowhere"}, refuse)
+        notifier.stopService()
         self.assertEqual(
             [formatEvent(event) for event in events],
             ["cannot notify systemd at NOTIFY_SOCKET: Connection refused"],
@@ -148,9 +166,11 @@ class MakeServiceNotifyTests(SynchronousTestCase):
         receiver = datagramSocket(self, path)
         options = Options()
         options.parseOptions(["--listen", "tcp:4321", "--listen", "tcp:4322"])
-        top = makeService(options, MemoryReactorClock(), {"NOTIFY_SOCKET": path})
+        reactor = MemoryReactorClock()
+        top = build(options, reactor, environ={"NOTIFY_SOCKET": path})
         top.privilegedStartService()
         top.startService()
+        reactor.run()
         self.assertEqual(
             receiver.recv(4096), b"READY=1\nSTATUS=listening on 0.0.0.0:4321, 0.0.0.0:4322"
         )

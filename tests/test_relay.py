@@ -3,12 +3,16 @@ relay mode on string transports: every line to every other client, byte for
 byte, in order, never echoed.
 """
 
-from twisted.internet.error import ConnectionLost
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.hubs.local import LocalHub
 from sockservice.modes.relay import RelayFactory
-from tests.support import CapturedLog, connect, disconnect, received
+from sockservice.wire.limits import Limits
+from tests.support import CapturedLog, connect, disconnect, peerAddress, received
 
 
 class Member:
@@ -93,6 +97,32 @@ class RelayProtocolTests(SynchronousTestCase):
         self.b.dataReceived(b"gone?\n")
         self.assertReceived(b"", b"", b"gone?\n")
 
+    def test_cutLineDroppedUnlessCleanClose(self):
+        """
+        Only a clean close (FIN) ends a last line: after a reset or an abort
+        the line was cut short, and nobody gets it.
+        """
+        for reason in (ConnectionLost, ConnectionAborted):
+            self.a.dataReceived(b"whole\nTRUNCATED-mid-li")
+            disconnect(self.a, reason)
+            self.assertReceived(b"", b"whole\n", b"whole\n")
+            self.a, _ = connect(self.factory, 5001)
+
+    def test_idleTimeoutDropsThePartialLine(self):
+        clock = Clock()
+        factory = RelayFactory(
+            self.captured.log, LocalHub(), limits=Limits(clock, idleTimeout=10)
+        )
+        talker, talkerTransport = connect(factory, 6001)
+        listener, listenerTransport = connect(factory, 6002)
+        clock.advance(5)
+        listener.dataReceived(b"ok\n")
+        talker.dataReceived(b"half a li")
+        clock.advance(5)
+        self.assertEqual(received(talkerTransport), b"ok\nERROR idle timeout\n")
+        disconnect(talker)
+        self.assertEqual(received(listenerTransport), b"")
+
     def test_resetMidStreamDisturbsNobody(self):
         self.a.dataReceived(b"x\n")
         disconnect(self.b, ConnectionLost)
@@ -134,3 +164,33 @@ class RelayProtocolTests(SynchronousTestCase):
             captured.messages()[1:],
             ["relayed one (from 127.0.0.1:5000)", "relayed two (from 127.0.0.1:5000)"],
         )
+
+
+class SocketLikeTransport(FileDescriptor):
+    """
+    A socket transport's buffering (L{FileDescriptor}) on a memory reactor.
+    """
+
+    connected = True
+
+    def getPeer(self):
+        return peerAddress()
+
+
+class RelayTransportBufferTests(SynchronousTestCase):
+    def test_smallTransportBuffer(self):
+        """
+        Each relay client's transport holds (and reads) at most 16 KiB, a
+        private copy per client, before lines for it wait, shared, in the
+        relay's own queue: 10,000 clients that never read hold 16 KiB each.
+        """
+        factory = RelayFactory(CapturedLog().log, LocalHub())
+        proto = factory.buildProtocol(peerAddress())
+        transport = SocketLikeTransport(reactor=MemoryReactor())
+        proto.makeConnection(transport)
+        self.assertEqual(transport.bufferSize, 16 * 1024)
+        self.assertIs(transport.producer, proto)
+        proto.deliver(b"x" * (16 * 1024 + 1))
+        self.assertEqual(proto.queued, [])
+        proto.deliver(b"next\n")
+        self.assertEqual(proto.queued, [b"next\n"])

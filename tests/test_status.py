@@ -49,7 +49,7 @@ class SummaryTests(SynchronousTestCase):
 
     def test_relayWithBackplane(self):
         backplane = dict(
-            backplane_up=0, backplane_outbox_bytes=512, backplane_lost_messages_total=3,
+            backplane_up=0, backplane_outbox_bytes=512, backplane_lost_lines_total=3,
             backplane_reconnects_total=1, tooSlow=1, idle=4,
         )
         first = Scrape(exposition("relay", 0, 0, **backplane), 90000)
@@ -59,7 +59,7 @@ class SummaryTests(SynchronousTestCase):
             "connections: 4 open, 40 served",
             "lines/s: 10.0 in, 40.0 out (over 0.5s)",
             "refusals: idle_timeout 4, too_slow 1",
-            "backplane: DOWN, 512 bytes waiting, 3 messages could not cross nodes, 1 reconnects",
+            "backplane: DOWN, 512 bytes waiting, 3 lines could not cross nodes, 1 reconnects",
         ])
 
     def test_relayAlone(self):

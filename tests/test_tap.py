@@ -3,15 +3,19 @@ The plugin's options and the service they build.
 """
 
 import io
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,9 +26,9 @@ from sockservice.service.listening import ListeningService
 from sockservice.hubs.redis import RedisHub
 from sockservice.hubs.redisurl import RedisAddress
 from sockservice.modes.relay import RelayFactory
-from sockservice import tap
+from sockservice.config import Config
 from sockservice.tap import Options, makeService
-from tests.support import connect, disconnect
+from tests.support import connect, disconnect, makeCertificate
 
 
 def parse(*argv):
@@ -54,41 +58,44 @@ class OptionsTests(SynchronousTestCase):
         self.stderr.seek(0)
 
     def test_defaults(self):
-        options = parse()
-        self.assertEqual(options["mode"], "greet")
-        self.assertEqual(options["endpoints"], ["tcp:12345:interface=0.0.0.0"])
-        self.assertEqual(options["greetingLine"], b"connect\n")
-        self.assertEqual(options["ackLine"], b"Information Received\n")
-        self.assertEqual(options["max-line"], 65536)
-        self.assertEqual(options["count"], 5)
+        self.assertEqual(parse().config, Config(argv=()))
+        config = parse().config
+        self.assertEqual(config.mode, "greet")
+        self.assertEqual(config.endpoints, ("tcp:12345:interface=0.0.0.0",))
+        self.assertEqual(config.greeting, b"connect\n")
+        self.assertEqual(config.ack, b"Information Received\n")
+        self.assertEqual(config.maxLine, 65536)
+        self.assertEqual(config.count, 5)
 
     def test_modeGreetings(self):
-        self.assertEqual(parse("--mode", "collect")["greetingLine"], "测试成功！\n".encode())
-        self.assertEqual(parse("--mode", "relay")["greetingLine"], b"")
-        self.assertEqual(parse("-m", "relay", "--greeting", "hi")["greetingLine"], b"hi\n")
-        self.assertEqual(parse("--greeting", "")["greetingLine"], b"")
+        self.assertEqual(parse("--mode", "collect").config.greeting, "测试成功！\n".encode())
+        self.assertEqual(parse("--mode", "relay").config.greeting, b"")
+        self.assertEqual(parse("-m", "relay", "--greeting", "hi").config.greeting, b"hi\n")
+        self.assertEqual(parse("--greeting", "").config.greeting, b"")
 
     def test_utf8Text(self):
-        options = parse("--greeting", "你好", "--ack", "收到 ✓")
-        self.assertEqual(options["greetingLine"], "你好\n".encode())
-        self.assertEqual(options["ackLine"], "收到 ✓\n".encode())
+        config = parse("--greeting", "你好", "--ack", "收到 ✓").config
+        self.assertEqual(config.greeting, "你好\n".encode())
+        self.assertEqual(config.ack, "收到 ✓\n".encode())
 
     def test_portAndInterface(self):
         self.assertEqual(
-            parse("--port", "8000", "--interface", "127.0.0.1")["endpoints"],
-            ["tcp:8000:interface=127.0.0.1"],
+            parse("--port", "8000", "--interface", "127.0.0.1").config.endpoints,
+            ("tcp:8000:interface=127.0.0.1",),
         )
         self.assertEqual(
-            parse("-p", "0", "-i", "::1")["endpoints"], ["tcp:0:interface=\\:\\:1"]
+            parse("-p", "0", "-i", "::1").config.endpoints, ("tcp:0:interface=\\:\\:1",)
         )
 
     def test_listenRepeats(self):
         options = parse("--listen", "tcp:1234", "--listen", "tcp6:port=1235:interface=\\:\\:1")
-        self.assertEqual(options["endpoints"], ["tcp:1234", "tcp6:port=1235:interface=\\:\\:1"])
+        self.assertEqual(
+            options.config.endpoints, ("tcp:1234", "tcp6:port=1235:interface=\\:\\:1")
+        )
 
     def test_countAndMaxLine(self):
-        options = parse("--mode", "collect", "--count", "1", "--max-line", "10")
-        self.assertEqual((options["count"], options["max-line"]), (1, 10))
+        config = parse("--mode", "collect", "--count", "1", "--max-line", "10").config
+        self.assertEqual((config.count, config.maxLine), (1, 10))
 
     def test_unknownMode(self):
         self.assertUsageError(
@@ -155,14 +162,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError(["--log-messages"], "--log-messages applies only to --mode relay")
 
     def test_backplane(self):
-        options = parse("-m", "relay", "--backplane", "redis://:pw@127.0.0.1:6380/1")
-        self.assertEqual(options["backplaneAddress"], RedisAddress("127.0.0.1", 6380, "pw", None, 1))
-        self.assertEqual(options["channel"], "sockservice:relay")
-        self.assertEqual(options["backplane-outbox"], 1 << 20)
-        options = parse("-m", "relay", "--backplane", "redis://h", "--channel", "chat:eu",
-                        "--backplane-outbox", "0")
-        self.assertEqual((options["channel"], options["backplane-outbox"]), ("chat:eu", 0))
-        self.assertIsNone(parse("-m", "relay")["backplaneAddress"])
+        config = parse("-m", "relay", "--backplane", "redis://:pw@127.0.0.1:6380/1").config
+        self.assertEqual(config.backplaneAddress, RedisAddress("127.0.0.1", 6380, "pw", None, 1))
+        self.assertEqual(config.channel, "sockservice:relay")
+        self.assertEqual(config.backplaneOutbox, 1 << 20)
+        config = parse("-m", "relay", "--backplane", "redis://h", "--channel", "chat:eu",
+                       "--backplane-outbox", "0").config
+        self.assertEqual((config.channel, config.backplaneOutbox), ("chat:eu", 0))
+        self.assertIsNone(parse("-m", "relay").config.backplaneAddress)
 
     def test_badBackplane(self):
         self.assertUsageError(
@@ -221,10 +228,60 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual((done.returncode, done.stdout, done.stderr), (0, "[]\n", ""))
 
 
+class FakeSignals:
+    """
+    Stands in for the L{signal} module: records the handlers installed.
+    """
+
+    SIGHUP, SIGINT, SIGTERM, SIG_IGN = signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIG_IGN
+    Signals = signal.Signals
+
+    def __init__(self):
+        self.handlers = {}
+
+    def signal(self, number, handler):
+        self.handlers[number] = handler
+
+    def getsignal(self, number):
+        return self.handlers.get(number, signal.SIG_DFL)
+
+
+def build(options, reactor, openFileLimit=lambda connections: connections, environ={},
+          signals=None):
+    """
+    makeService on a memory reactor, leaving the process's open file limit
+    and signal handlers alone.
+    """
+    return makeService(options, reactor=reactor, environ=environ, openFileLimit=openFileLimit,
+                       signals=FakeSignals() if signals is None else signals)
+
+
+class NoReactorTests(SynchronousTestCase):
+    def test_parsingInstallsNoReactor(self):
+        """
+        Options parse every kind of --listen, TLS included, without
+        installing a reactor: twistd's --reactor must still be free to.
+        """
+        directory = tempfile.mkdtemp(prefix="sockservice-noreactor-")
+        self.addCleanup(shutil.rmtree, directory)
+        key, cert = makeCertificate(directory)
+        done = subprocess.run(
+            [sys.executable, "-c",
+             "import sys\n"
+             "from sockservice.tap import Options\n"
+             "Options().parseOptions(sys.argv[1:])\n"
+             "print('twisted.internet.reactor' in sys.modules)",
+             "--listen", "tcp:0", "--listen", f"ssl:0:privateKey={key}:certKey={cert}",
+             "--listen", "unix:/nonexistent/s"],
+            capture_output=True, text=True,
+        )
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (0, "False\n", ""))
+
+
 class MakeServiceTests(SynchronousTestCase):
-    def start(self, *argv):
+    def start(self, *argv, **kwargs):
         self.reactor = MemoryReactorClock()
-        service = makeService(parse(*argv), reactor=self.reactor, environ={})
+        service = build(parse(*argv), self.reactor, **kwargs)
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
@@ -251,11 +308,10 @@ class MakeServiceTests(SynchronousTestCase):
         """
         self.start("--mode", "relay")
         self.assertIsInstance(self.reactor.tcpServers[0][1].hub, LocalHub)
-        service = makeService(
+        service = build(
             parse("-m", "relay", "--backplane", "redis://127.0.0.1:6380", "--channel", "c",
                   "--backplane-outbox", "99"),
-            reactor=MemoryReactorClock(),
-            environ={},
+            MemoryReactorClock(),
         )
         hub = list(service)[0]
         [listener] = [each for each in service if isinstance(each, ListeningService)]
@@ -283,20 +339,38 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_cannotListen(self):
         """
-        A port in use ends startup with one line on stderr and status 1.
+        A port in use ends makeService, before twistd can daemonize, with one
+        line on stderr and status 1.
         """
         stderr = io.StringIO()
-        self.patch(sys, "__stderr__", stderr)
+        self.patch(sys, "stderr", stderr)
         error = CannotListenError("0.0.0.0", 12345, OSError(98, "Address already in use"))
-        service = makeService(parse(), reactor=RaisingMemoryReactorClock(listenException=error))
         with self.assertRaises(SystemExit) as caught:
-            service.privilegedStartService()
+            build(parse(), RaisingMemoryReactorClock(listenException=error))
         self.assertEqual(caught.exception.code, 1)
         self.assertEqual(
             stderr.getvalue(),
             "sockservice: cannot listen on tcp:12345:interface=0.0.0.0: "
             "Address already in use\n",
         )
+
+    def test_listensOnce(self):
+        """
+        makeService listens; twistd's start finds it done and listens no
+        more, and a stop closes the port.
+        """
+        reactor = MemoryReactorClock()
+        service = build(parse("--listen", "tcp:1"), reactor)
+        self.assertEqual([server[0] for server in reactor.tcpServers], [1])
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+        [listener] = [each for each in service if isinstance(each, ListeningService)]
+        stopped = []
+        listener.port.stopListening = lambda: stopped.append(True)
+        service.stopService()
+        self.assertIsNone(listener.port)
+        self.assertEqual(stopped, [True])
 
     def test_cannotListenLater(self):
         """
@@ -314,7 +388,7 @@ class MakeServiceTests(SynchronousTestCase):
         listener = ListeningService(LateEndpoint(), "tcp:1", GreetFactory(None))
         listener.privilegedStartService()
         listening.errback(CannotListenError("", 1, OSError(98, "Address already in use")))
-        [event] = [e for e in events if e.get("description") == "tcp:1"]
+        [event] = [e for e in events if e.get("log_level") == LogLevel.critical]
         self.assertEqual(formatEvent(event), "cannot listen on tcp:1: Address already in use")
         self.assertIsNone(listener.port)
 
@@ -342,9 +416,12 @@ class LimitOptionsTests(SynchronousTestCase):
         )
         self.assertIs(limits.clock, self.reactor)
         self.assertIsNone(factory.gate)
+        self.assertEqual(factory.maxLine, 65536)
 
     def test_given(self):
-        path = self.mktemp()
+        directory = tempfile.mkdtemp(prefix="sockservice-token-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "token")
         with open(path, "w") as f:
             f.write("tok\n")
         self.start(
@@ -384,8 +461,10 @@ class LimitOptionsTests(SynchronousTestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        self.patch(tap, "raiseOpenFileLimit", lambda connections: 960)
-        self.start("--max-connections", "5000")
+        wanted = []
+        self.start("--max-connections", "5000",
+                   openFileLimit=lambda connections: wanted.append(connections) or 960)
+        self.assertEqual(wanted, [5000])
         self.assertIn(
             "the open file limit lets only 960 connections in, not --max-connections 5000: "
             "raise it (ulimit -n, LimitNOFILE=)",

@@ -3,7 +3,9 @@ The C{sockservice} command: one client per mode (greet, send, collect,
 chat), as L{usage.Options} subcommands run with L{task.react}.
 """
 
+import ipaddress
 import os
+import re
 import sys
 
 from OpenSSL.crypto import Error as OpenSSLError
@@ -72,6 +74,33 @@ class _Options(usage.Options):
         print(f"sockservice {__version__}")
         sys.exit(0)
 
+    # -h is help, as in nc, socat and every Twisted command.
+    opt_h = usage.Options.opt_help
+
+
+def _looksLikeHost(text):
+    """
+    Whether C{text} is an IP address or C{localhost}: a host, not a message.
+    """
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return text == "localhost"
+    return True
+
+
+# HOST:PORT in one argument, as socat or a URL would have it.
+_HOST_COLON_PORT = re.compile(r"(\[[^\]]+\]|[^\s:\[\]]+):[0-9]+")
+
+_port = wholeNumber("port", 1, 65535)
+
+_SERVER_RULE = (
+    " The server is --host and --port, or HOST PORT as nc takes them: the "
+    "first two arguments when the second is a number. An IP address or "
+    "localhost first needs its PORT after it, HOST:PORT must be two "
+    "arguments; arguments after -- are all messages."
+)
+
 
 class ClientOptions(_Options):
     """
@@ -80,8 +109,8 @@ class ClientOptions(_Options):
     """
 
     optParameters = [
-        ["host", "h", "127.0.0.1", "Server host name or address."],
-        ["port", "p", 12345, "Server TCP port.", wholeNumber("port", 1, 65535)],
+        ["host", None, None, "Server host name or address (default 127.0.0.1)."],
+        ["port", "p", None, "Server TCP port (default 12345)", _port],
         ["timeout", "t", 10.0,
          "Seconds to wait for the connection and for each awaited reply.", _seconds],
         ["cafile", None, None,
@@ -96,7 +125,75 @@ class ClientOptions(_Options):
          "names --host."],
     ]
 
+    # What to do to send arguments that read as HOST PORT.
+    separatorHint = " (put messages after --)"
+
+    def parseOptions(self, options=None):
+        self._argv = list(sys.argv[1:] if options is None else options)
+        usage.Options.parseOptions(self, options)
+
+    def _afterSeparator(self, args):
+        """
+        Whether C{args}, what is left after the options, came after C{--}.
+        """
+        before = len(self._argv) - len(args) - 1
+        return before >= 0 and self._argv[before] == "--"
+
+    def _setServer(self, host, port):
+        """
+        Take C{host} and C{port} given as arguments, nc-style.
+        """
+        if self["host"] is not None or self["port"] is not None:
+            raise usage.UsageError(
+                "give the server as HOST PORT or with --host/--port, not both" + self.separatorHint
+            )
+        self["host"] = host
+        if port is not None:
+            try:
+                self["port"] = _port(port)
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+
+    def serverArguments(self, args):
+        """
+        Take a leading C{HOST PORT} from C{args}, as nc takes them, and return
+        the rest (the messages). The rule, so that no argument is silently
+        taken for another: the first two arguments are HOST and PORT when the
+        second is a number; an IP address or C{localhost} first without a
+        PORT after it, or a first argument of the form HOST:PORT, is an
+        error; arguments after C{--} are all messages.
+        """
+        if self._afterSeparator(args):
+            return args
+        if len(args) >= 2 and args[1].isascii() and args[1].isdigit():
+            self._setServer(args[0], args[1])
+            return args[2:]
+        if args and _looksLikeHost(args[0]):
+            raise usage.UsageError(
+                f"{args[0]!r} is a host: give HOST PORT to connect to it,"
+                " or put messages after --"
+            )
+        if args and _HOST_COLON_PORT.fullmatch(args[0]):
+            raise usage.UsageError(
+                f"{args[0]!r} reads as HOST:PORT: give HOST PORT as two arguments,"
+                " or put messages after --"
+            )
+        return args
+
+    def parseArgs(self, *args):
+        self.takeMessages(self.serverArguments(args))
+
+    def takeMessages(self, messages):
+        """
+        Take the MESSAGE arguments, what is left after a HOST PORT.
+        """
+        raise NotImplementedError()
+
     def postOptions(self):
+        if self["host"] is None:
+            self["host"] = "127.0.0.1"
+        if self["port"] is None:
+            self["port"] = 12345
         self["trustRoot"] = None
         if self["cafile"] is not None:
             self["tls"] = True
@@ -116,14 +213,14 @@ class ClientOptions(_Options):
 
 
 class GreetOptions(ClientOptions):
-    synopsis = "[options] [MESSAGE ...]"
+    synopsis = "[options] [HOST PORT] [MESSAGE ...]"
     longdesc = (
         "The seed 000 client for a greet server: print the greeting, send each "
         "MESSAGE (default: SOME DATA) as a line, print each ack, exit 0 once "
-        "every ack arrived."
+        "every ack arrived." + _SERVER_RULE
     )
 
-    def parseArgs(self, *messages):
+    def takeMessages(self, messages):
         self["messages"] = [_message(m) for m in messages] or [b"SOME DATA"]
 
     def client(self, output, clock):
@@ -131,13 +228,13 @@ class GreetOptions(ClientOptions):
 
 
 class SendOptions(ClientOptions):
-    synopsis = "[options] MESSAGE [MESSAGE ...]"
+    synopsis = "[options] [HOST PORT] MESSAGE [MESSAGE ...]"
     longdesc = (
         "The seed 002 client: print CONNECTED, send each MESSAGE as a line, "
-        "close once everything is sent."
+        "close once everything is sent." + _SERVER_RULE
     )
 
-    def parseArgs(self, *messages):
+    def takeMessages(self, messages):
         if not messages:
             raise usage.UsageError("give at least one MESSAGE to send")
         self["messages"] = [_message(m) for m in messages]
@@ -147,13 +244,13 @@ class SendOptions(ClientOptions):
 
 
 class CollectOptions(ClientOptions):
-    synopsis = "[options] [MESSAGE]"
+    synopsis = "[options] [HOST PORT] [MESSAGE]"
     longdesc = (
         "The seed 004 client for a collect server: send MESSAGE (default: hello) "
-        "and print everything the server sends until it closes."
+        "and print everything the server sends until it closes." + _SERVER_RULE
     )
 
-    def parseArgs(self, *messages):
+    def takeMessages(self, messages):
         if len(messages) > 1:
             raise usage.UsageError("give one MESSAGE (quote it if it has spaces)")
         self["message"] = _message(messages[0]) if messages else b"hello"
@@ -163,13 +260,21 @@ class CollectOptions(ClientOptions):
 
 
 class ChatOptions(ClientOptions):
-    synopsis = "[options]"
+    synopsis = "[options] [HOST [PORT]]"
+    separatorHint = ""
     longdesc = (
         "Talk through a relay server: lines read from stdin go out, lines "
         "relayed from the others are printed as they arrive. The end of input "
         "(Ctrl-D) closes the connection (status 0); the server closing or "
         "Ctrl-C ends the command with status 1."
     )
+
+    def parseArgs(self, *args):
+        if len(args) > 2:
+            raise usage.UsageError("give at most HOST and PORT: chat sends what you type")
+        if args:
+            host, port = (*args, None)[:2]
+            self._setServer(host, port)
 
     def client(self, output, clock):
         return ChatClient(output, clock, self["timeout"])

@@ -205,8 +205,9 @@ class CollectClient(LineClient):
         self.show(line)
 
     def connectionLost(self, reason):
-        if self._buffer and not self._problem:
-            self.show(self._buffer)
+        rest = self.clearLineBuffer()
+        if rest and not self._problem:
+            self.show(rest)
         LineClient.connectionLost(self, reason)
 
 

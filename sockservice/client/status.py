@@ -124,7 +124,7 @@ def summarize(first, second, elapsed):
         lines.append(
             f"backplane: {'up' if up else 'DOWN'}, "
             f"{second.value('sockservice_backplane_outbox_bytes'):.0f} bytes waiting, "
-            f"{second.value('sockservice_backplane_lost_messages_total'):.0f} messages "
+            f"{second.value('sockservice_backplane_lost_lines_total'):.0f} lines "
             f"could not cross nodes, "
             f"{second.value('sockservice_backplane_reconnects_total'):.0f} reconnects"
         )

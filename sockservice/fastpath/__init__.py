@@ -1,4 +1,7 @@
 """
 The two modules that lean on Twisted internals for speed: a reactor without a
-log context per event, and writes that skip the transport's buffer.
+log context per event (directepoll, twisted#2534) and writes that skip the
+transport's buffer when it is empty (directwrite, twisted#5303). Each says
+which internals it touches; pyproject pins Twisted to the range they are
+tested on.
 """

@@ -1,22 +1,33 @@
 """
 An epoll reactor that hands each ready descriptor straight to its handler:
-C{twistd --reactor directepoll}.
+C{twistd --reactor directepoll}, what C{twistd -n sockservice} runs on.
 
 Twisted's epoll reactor runs every read and write inside
 C{log.callWithLogger}, which builds a legacy log context (the connection's
 C{logPrefix}, as the "system" of C{log.msg} calls made meanwhile) at about
-2 µs an event: a fifth of the work of answering one line. sockservice logs
-through C{twisted.logger}, which never reads that context, so this reactor
-skips it, and reads a descriptor that is only readable (most events) without
-the checks C{_doReadOrWrite} makes for the others. The only difference a
-user can see: a legacy log line that Twisted writes while handling a read or
-write says C{[-]} where the epoll reactor names the connection.
+2 µs an event: a fifth of the work of answering one line. Upstream this is
+twisted#2534 (event dispatch overhead, the log context first among it) and
+twisted#6789 (stop using callWithLogger in reactors), both open. sockservice
+logs through C{twisted.logger}, which never reads that context, so this
+reactor skips it, and reads a descriptor that is only readable (most events)
+without the call to C{_doReadOrWrite}, making the checks that method makes
+for that case. The only difference a user can see: a legacy log line that
+Twisted writes while handling a read or write says C{[-]} where the epoll
+reactor names the connection.
+
+Twisted internals used, as of Twisted 26.10 (pyproject pins C{<27}; the
+tests in tests/test_directepoll.py run every path against Twisted's own
+C{_doReadOrWrite} and Twisted's reactor tests against this reactor, so a
+change shows there): C{EPollReactor.doPoll}, whose loop this replaces, and
+its C{_poller} and C{_selectables}; C{posixbase._PollLikeMixin._doReadOrWrite}, for
+every event but a plain read, and C{_disconnectSelectable}.
 """
 
 from select import EPOLLIN
 
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.main import installReactor
+from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
 
 
@@ -27,12 +38,11 @@ class DirectEPollReactor(EPollReactor):
     """
 
     def doPoll(self, timeout):
+        # epoll_wait interrupted by a signal is retried by Python (PEP 475),
+        # so unlike EPollReactor.doPoll there is no EINTR to catch.
         if timeout is None:
             timeout = -1
-        try:
-            events = self._poller.poll(timeout, len(self._selectables))
-        except InterruptedError:
-            return
+        events = self._poller.poll(timeout, len(self._selectables))
         selectables = self._selectables
         handle = self._doReadOrWrite
         for fd, event in events:
@@ -43,14 +53,20 @@ class DirectEPollReactor(EPollReactor):
             try:
                 if event == EPOLLIN:
                     # Readable and nothing else, the usual event: handled as
-                    # _doReadOrWrite would, without a call and its checks.
+                    # _doReadOrWrite handles it (its checks, its inRead),
+                    # without the call.
+                    inRead = False
                     try:
-                        why = selectable.doRead()
+                        if selectable.fileno() == -1:
+                            why = _NO_FILEDESC
+                        else:
+                            why = selectable.doRead()
+                            inRead = True
                     except BaseException as e:
                         why = e
                         log.err(system=_logPrefix(selectable))
                     if why:
-                        self._disconnectSelectable(selectable, why, True)
+                        self._disconnectSelectable(selectable, why, inRead)
                 else:
                     handle(selectable, fd, event)
             except KeyboardInterrupt:

@@ -1,13 +1,19 @@
 """
 Writing to a socket at once. A Twisted transport's C{write} only queues: the
 bytes leave on the next reactor iteration, after one C{epoll_ctl} to watch
-for writability and another to stop. When nothing is queued, sending
-straight to the socket puts the same bytes on the wire in the same order
-without either; whatever the socket does not take is queued as usual.
+for writability and another to stop (upstream, twisted#5303: the default
+transport does not write bytes out immediately; open). When nothing is
+queued, sending straight to the socket puts the same bytes on the wire in
+the same order without either; whatever the socket does not take is queued
+as usual.
 
-Whether anything is queued is read from the transport's buffers, which are
-not public API: tests/test_directwrite.py checks every case on Twisted's own
-transports, so a change in Twisted shows there first.
+Whether anything is queued is read from the transport's state, which is not
+public API. Twisted internals used, as of Twisted 26.10 (pyproject pins
+C{<27}): C{tcp.Connection}'s C{socket}, C{TLS}, C{connected},
+C{disconnecting}, and its write buffer C{dataBuffer}, C{_tempDataBuffer}
+and C{_writeDisconnecting} (from C{abstract.FileDescriptor}).
+tests/test_directwrite.py checks every case on Twisted's own transports, so
+a change in Twisted shows there first.
 """
 
 from twisted.internet import tcp

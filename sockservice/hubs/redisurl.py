@@ -1,12 +1,30 @@
 """
-The C{--backplane} URL: C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]}, or
-C{rediss://} for Redis over TLS.
+What C{--backplane} needs, known without importing the Redis client (which
+installs the global reactor): its URL,
+C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]} or C{rediss://} for Redis
+over TLS; whether the client is installed; the stream's default length.
 """
 
+from importlib.util import find_spec
 from typing import NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 SCHEMES = ("redis", "rediss")
+#: Entries kept in the stream, about (C{XADD MAXLEN ~}).
+RETAIN = 100000
+#: The extra that installs the Redis client.
+EXTRA = "pip install 'sockservice[redis]'"
+
+
+def redisClientInstalled():
+    """
+    Whether txredisapi, the Redis client, can be imported.
+    """
+    try:
+        return find_spec("txredisapi") is not None
+    except ValueError:
+        # sys.modules maps it to None: importing it fails.
+        return False
 
 
 class RedisAddress(NamedTuple):

@@ -1,18 +1,27 @@
 """
-A log that never becomes the bottleneck: events are logged one by one up to a
-budget per interval, the rest are counted and folded into one summary event.
+A log that never becomes the bottleneck: structured C{twisted.logger} events
+with L{Logger}'s signature, plus a C{kind}. Events of a kind are logged one
+by one up to a budget per interval; the rest are counted and folded into one
+summary event. Events without a kind (collect's messages, warnings that
+matter) are never folded.
 """
+
+from twisted.logger import Logger, LogLevel
 
 
 class FoldingLog:
     """
-    Rate-limited front of a L{twisted.logger.Logger}.
+    Rate-limited front of a L{Logger}: C{log.info(format, kind=..., **fields)}.
+
+    Where working out the fields costs more than the event (a peer's address
+    on a busy server), claim first with L{take} and log the claimed events
+    without a kind.
 
     @ivar budget: events logged individually per C{interval} seconds.
     """
 
     def __init__(self, logger, clock, budget=100, interval=1.0):
-        self.logger = logger
+        self._logger = logger
         self._clock = clock
         self.budget = budget
         self.interval = interval
@@ -21,7 +30,7 @@ class FoldingLog:
         self._folded = {}
         self._window = None
 
-    def take(self, kind, wanted, nbytes=0):
+    def take(self, kind, wanted=1, nbytes=0):
         """
         Claim up to C{wanted} events of C{kind} to log one by one; return how
         many. When none may be, all C{wanted} (and their C{nbytes}) are
@@ -50,21 +59,34 @@ class FoldingLog:
             folded[0] += count
             folded[1] += nbytes
 
-    def info(self, kind, format, **fields):
+    def emit(self, level, format=None, kind=None, **fields):
         """
-        Log one event if the budget allows, else fold it under C{kind}.
+        Log one event at C{level}; with a C{kind}, only if the budget allows,
+        else it is folded under C{kind}.
         """
-        self.emit(self.logger.info, kind, format, fields)
+        if kind is None or self.take(kind):
+            self._logger.emit(level, format, **fields)
 
-    def warn(self, kind, format, **fields):
-        """
-        Like L{info}, at warning level.
-        """
-        self.emit(self.logger.warn, kind, format, fields)
+    def info(self, format=None, kind=None, **fields):
+        self.emit(LogLevel.info, format, kind, **fields)
 
-    def emit(self, method, kind, format, fields):
-        if self.take(kind, 1):
-            method(format, **fields)
+    def warn(self, format=None, kind=None, **fields):
+        self.emit(LogLevel.warn, format, kind, **fields)
+
+    def error(self, format=None, kind=None, **fields):
+        self.emit(LogLevel.error, format, kind, **fields)
+
+    def observer(self, kind):
+        """
+        An observer for a logger that is not ours (Twisted's own): passes
+        its events on, folded under C{kind} past the budget.
+        """
+
+        def observe(event):
+            if self.take(kind):
+                self._logger.observer(event)
+
+        return observe
 
     def stop(self):
         """
@@ -84,10 +106,24 @@ class FoldingLog:
             f"{kind} {count}" + (f" ({nbytes} bytes)" if nbytes else "")
             for kind, (count, nbytes) in folded
         ]
-        self.logger.info(
+        self._logger.info(
             "not logged one by one in the last {interval:g}s: {summary}",
             interval=self.interval,
             summary=", ".join(parts),
             folded={kind: count for kind, (count, _) in folded},
             foldedBytes={kind: nbytes for kind, (_, nbytes) in folded},
         )
+
+
+def foldAcceptErrors(port, log):
+    """
+    Send C{port}'s accept errors (C{EMFILE} and the like, one event per
+    refused connection, hundreds a second when out of descriptors) through
+    C{log}, which folds them. Twisted logs them to the port's C{_logger}, a
+    private class attribute replaced here on the one instance.
+    """
+    if hasattr(port, "_logger"):
+        port._logger = Logger(
+            namespace=port._logger.namespace, observer=log.observer("accept errors")
+        )
+    return port

@@ -6,7 +6,7 @@ connections stop listening, and finish once the last one has closed.
 
 from twisted.internet.defer import Deferred
 
-from sockservice.wire.lines import LineFactory, LineProtocol
+from sockservice.wire.lines import LineFactory, LineProtocol, logText, stripLineEnding
 
 
 class CollectProtocol(LineProtocol):
@@ -28,18 +28,26 @@ class CollectProtocol(LineProtocol):
 
     def linesReceived(self, chunk):
         self._collect(chunk[: chunk.index(b"\n") + 1])
+        self.stopTaking()
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
         if not (self.collected or self.refused):
-            self._collect(self._buffer)
+            self._collect(self.takePartialLine())
         LineProtocol.connectionLost(self, reason)
 
     def _collect(self, line):
+        """
+        Log the message, whatever the rate: it is collect's output, so it is
+        never folded.
+        """
         self.collected = True
         self.factory.counters.collected += 1
-        self._buffer = b""
-        self.factory.logMessages(self, line if line.endswith(b"\n") else line + b"\n", 1)
+        self.factory.log.info(
+            self.factory.messageFormat,
+            peer=self.peer,
+            message=logText(stripLineEnding(line)),
+        )
 
 
 class CollectFactory(LineFactory):

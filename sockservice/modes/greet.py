@@ -2,26 +2,57 @@
 greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 """
 
+import re
+
+from sockservice.wire.limits import limitBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
+
+#: Bytes of acks a client that does not read may have waiting in the
+#: server: its transport pauses reading from it past this.
+OUTPUT_BUDGET = 16 * 1024
+
+#: Acks are written at most this many bytes at a time: a read of thousands
+#: of lines (bare newlines, one ack each) is answered a batch per reactor
+#: turn, taking turns with every other client, and no more once the budget
+#: is spent.
+ACKS_PER_WRITE = 8 * 1024
+
+_batches = {}
+
+
+def afterLines(chunk, count):
+    """
+    The offset in C{chunk} just after its C{count}th LF (it has more), found
+    without splitting the lines out one by one.
+    """
+    pattern = _batches.get(count)
+    if pattern is None:
+        pattern = _batches[count] = re.compile(rb"(?:[^\n]*\n){%d}" % count)
+    return pattern.match(chunk).end()
 
 
 class GreetProtocol(LineProtocol):
     """
-    Acknowledges every complete line, answering each read with one write.
-    A client that sends but does not read its acks is not read either
-    until it does, so its acks cannot pile up in memory.
+    Acknowledges every complete line, answering each read with one write
+    (or a few, for thousands of lines). A client that sends but does not
+    read its acks is not read either until it does: once L{OUTPUT_BUDGET}
+    bytes wait for it, the lines it sent wait, unanswered (counted in the
+    factory's input budget), and so does what it sends next, in its own
+    socket buffers.
     """
+
+    _turn = None
 
     def pauseProducing(self):
         LineProtocol.pauseProducing(self)
         self.factory.log.info(
-            "paused", "{peer} is not reading its acks: reading from it paused",
-            peer=self.peer,
+            "{peer} is not reading its acks: reading from it paused",
+            kind="paused", peer=self.peer,
         )
 
     def resumeProducing(self):
         self.factory.log.info(
-            "resumed", "{peer} read its acks: reading from it resumed", peer=self.peer
+            "{peer} read its acks: reading from it resumed", kind="resumed", peer=self.peer
         )
         LineProtocol.resumeProducing(self)
 
@@ -29,10 +60,50 @@ class GreetProtocol(LineProtocol):
         if not self.producing:
             # Not on connect: TLS pauses its producer until the handshake is
             # done, and pausing greet stops reading, which stalls the handshake.
+            # Nor the buffer size: it would cost every idle connection memory.
+            limitBuffer(self.transport, OUTPUT_BUDGET)
             self.registerAsProducer()
+        ack = self.factory.ack
         count = chunk.count(b"\n")
-        self.send(self.factory.ack * count)
+        if count * len(ack) > ACKS_PER_WRITE:
+            return self._answerInBatches(ack, chunk, count)
+        self.send(ack * count)
         self.factory.logMessages(self, chunk, count)
+        return None
+
+    def _answerInBatches(self, ack, chunk, count):
+        """
+        Answer the first batch of a read of many lines and return the rest,
+        which waits for the next reactor turn (or, if the batch filled the
+        transport's buffer, until it drains). Without a clock to take turns
+        on, the batches go on until the transport pauses.
+        """
+        perWrite = ACKS_PER_WRITE // len(ack) or 1
+        clock = self.factory.limits.clock
+        while count > perWrite:
+            end = afterLines(chunk, perWrite)
+            self.send(ack * perWrite)
+            self.factory.logMessages(self, chunk[:end], perWrite)
+            chunk, count = chunk[end:], count - perWrite
+            if self.paused:
+                return chunk
+            if clock is not None:
+                LineProtocol.pauseProducing(self)
+                self._turn = clock.callLater(0, self._nextTurn)
+                return chunk
+        self.send(ack * count)
+        self.factory.logMessages(self, chunk, count)
+        return None
+
+    def _nextTurn(self):
+        self._turn = None
+        LineProtocol.resumeProducing(self)
+
+    def connectionLost(self, reason):
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
+        LineProtocol.connectionLost(self, reason)
 
 
 class GreetFactory(LineFactory):

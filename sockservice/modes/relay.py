@@ -3,33 +3,47 @@ relay mode (seed 002's goal: A and B talk through S): every line from one
 client goes, byte for byte, to every other client; never back to the sender.
 """
 
+from twisted.internet.error import ConnectionDone
+
 from sockservice.wire.auth import UNAUTHORIZED
+from sockservice.wire.limits import QUEUED_ENTRY, limitBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
 
 TOO_SLOW = b"ERROR too slow\n"
+
+#: Bytes a relay client's transport holds (and reads at a time) before it
+#: pauses and lines for it wait in L{RelayProtocol.queued}, shared with the
+#: other readers: 10,000 readers that never read hold this much each.
+TRANSPORT_BUFFER = 16 * 1024
 
 
 class RelayProtocol(LineProtocol):
     """
     Publishes each read's complete lines as one chunk, and a last partial
-    line (given an LF) when the client goes. With a token gate, a client
+    line (given an LF) when the client closes cleanly. With a token gate, a client
     joins the hub only once its first line is the token.
 
     As the transport's producer it learns when its write buffer is full;
     from then until it has drained, deliveries wait in L{queued} instead,
     and a client with more than C{limits.maxBuffer} bytes waiting there is
-    dropped as too slow rather than let its output grow without bound.
+    dropped as too slow rather than let its output grow without bound; so
+    are those holding the most once all slow readers together hold more
+    than C{limits.maxQueued} (L{Limits.chargeQueued}).
 
     @ivar queued: deliveries held back while the transport's buffer is
         full, or L{None} while it has room.
     @ivar queuedSize: their total size.
+    @ivar queuedCost: what they count for in all slow readers' total: their
+        size and C{QUEUED_ENTRY} bytes each for its place in the queue.
     """
 
     member = False
     queued = None
     queuedSize = 0
+    queuedCost = 0
 
     def connectionMade(self):
+        limitBuffer(self.transport, TRANSPORT_BUFFER)
         LineProtocol.connectionMade(self)
         self.registerAsProducer()
         if self.factory.gate is None:
@@ -43,7 +57,6 @@ class RelayProtocol(LineProtocol):
         if not self.member:
             token, _, chunk = chunk.partition(b"\n")
             if not self.factory.gate.admits(token):
-                self.factory.counters.refused["unauthorized"] += 1
                 self.refuse(UNAUTHORIZED, "unauthorized: wrong token from {peer}, closing")
                 return
             self._join()
@@ -52,16 +65,21 @@ class RelayProtocol(LineProtocol):
         self.factory.relay(self, chunk)
 
     def connectionLost(self, reason):
-        if self._buffer and self.member:
-            chunk, self._buffer = self._buffer + b"\n", b""
-            self.factory.relay(self, chunk)
+        partial = self.takePartialLine()
+        if partial and self.member and reason.check(ConnectionDone):
+            # Only a clean close (FIN) ends a last line; after a reset, an
+            # abort or a refusal it is a line cut short.
+            self.factory.relay(self, partial + b"\n")
+        self._forgetQueued()
         self.factory.hub.leave(self)
         LineProtocol.connectionLost(self, reason)
 
     def refuse(self, error, format, **fields):
         # Nothing more is delivered after the ERROR line.
-        self.factory.counters.dropped(b"".join(self.queued or ()))
-        self.queued, self.queuedSize = [], 0
+        if self.queued:
+            self.factory.counters.dropped(b"".join(self.queued))
+        self._forgetQueued()
+        self.queued = []
         LineProtocol.refuse(self, error, format, **fields)
 
     def deliver(self, data):
@@ -70,16 +88,32 @@ class RelayProtocol(LineProtocol):
         elif self.refused:
             self.factory.counters.dropped(data)
         else:
-            self.queued.append(data)
-            self.queuedSize += len(data)
-            maxBuffer = self.factory.limits.maxBuffer
-            if maxBuffer and self.queuedSize > maxBuffer:
-                self.factory.counters.refused["too_slow"] += 1
+            size = len(data)
+            cost = size + QUEUED_ENTRY
+            limits = self.factory.limits
+            if limits.maxBuffer and self.queuedSize + size > limits.maxBuffer:
                 self.refuse(
                     TOO_SLOW,
                     "{peer} is too slow: over {maxBuffer} bytes queued for it, dropping it",
-                    maxBuffer=maxBuffer,
+                    maxBuffer=limits.maxBuffer,
                 )
+            elif not limits.chargeQueued(self.queuedCost, cost):
+                self.refuse(
+                    TOO_SLOW,
+                    "{peer} is too slow: {queued} bytes queued for slow readers in all, "
+                    "{queuedSize} of them for it, dropping it",
+                    queued=limits.queued, queuedSize=self.queuedCost,
+                )
+            else:
+                self.queued.append(data)
+                self.queuedSize += size
+                self.queuedCost += cost
+                return
+            self.factory.counters.dropped(data)
+
+    def _forgetQueued(self):
+        self.factory.limits.releaseQueued(self.queuedCost)
+        self.queued, self.queuedSize, self.queuedCost = None, 0, 0
 
     def pauseProducing(self):
         # The transport repeats this on every write while its buffer is full.
@@ -87,12 +121,12 @@ class RelayProtocol(LineProtocol):
             self.queued, self.queuedSize = [], 0
 
     def resumeProducing(self):
-        queued, self.queued, self.queuedSize = self.queued, None, 0
+        queued = self.queued
+        self._forgetQueued()
         if queued:
             self.transport.write(b"".join(queued))
 
-    def stopProducing(self):
-        pass
+    flushHeld = resumeProducing
 
 
 class RelayFactory(LineFactory):

@@ -6,6 +6,10 @@ systemd's TimeoutStopSec.
 """
 
 from twisted.application import service
+from twisted.internet.defer import succeed
+from twisted.logger import Logger
+
+log = Logger()
 
 
 class DrainingService(service.Service):
@@ -33,10 +37,31 @@ class DrainingService(service.Service):
 
     def _cutOff(self):
         stuck = list(self.factory.protocols)
-        self.factory.log.logger.warn(
+        self.factory.log.warn(
             "{count} connection(s) not closed {timeout:g}s after stopping: aborting",
             count=len(stuck),
             timeout=self.timeout,
         )
         for proto in stuck:
             proto.transport.abortConnection()
+
+
+class StopInOrder(service.MultiService):
+    """
+    A L{service.MultiService} that stops its children one after the other,
+    the last added first, each once the one before it has stopped: the
+    listeners close, then the connections drain and hand their last lines to
+    the hub, then the hub stops. (L{service.MultiService} stops them all in
+    the same tick.)
+    """
+
+    def stopService(self):
+        service.Service.stopService(self)
+        stopped = succeed(None)
+        for child in reversed(list(self)):
+            stopped.addCallback(lambda _, child=child: child.stopService())
+            stopped.addErrback(self._failed, child)
+        return stopped
+
+    def _failed(self, failure, child):
+        log.failure("{child} did not stop cleanly", failure, child=child)

@@ -1,10 +1,10 @@
 """
-Listening on server endpoints as a service whose failure to listen ends
-startup with one clear line instead of a traceback.
+Listening on server endpoints: Twisted's L{StreamServerEndpointService}
+that names its endpoint in logs and reports a failure to listen as
+L{CannotListen}, for the tap to turn into its one line and exit status.
 """
 
-import sys
-
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -12,58 +12,54 @@ from twisted.logger import Logger
 from sockservice.wire.addresses import describeAddress
 
 
-def _reason(failure):
+class CannotListen(Exception):
     """
-    The socket error behind a failure to listen (C{Address already in use}),
-    else the failure's message.
+    An endpoint could not listen; the message says which and why
+    (C{cannot listen on tcp:12345: Address already in use}).
     """
-    error = getattr(failure.value, "socketError", None)
-    return getattr(error, "strerror", None) or failure.getErrorMessage()
+
+    def __init__(self, description, failure):
+        error = getattr(failure.value, "socketError", None)
+        reason = getattr(error, "strerror", None) or failure.getErrorMessage()
+        super().__init__(f"cannot listen on {description}: {reason}")
 
 
-class ListeningService(service.Service):
+class ListeningService(StreamServerEndpointService):
     """
     Listens with C{factory} on C{endpoint}; C{description} names it in
     errors and logs.
+
+    Unlike its base class, a listen that fails at once raises
+    L{CannotListen} from L{privilegedStartService} (as twistd's own
+    strports services do), and starting twice listens once, so the tap can
+    listen before twistd daemonizes and twistd's own start then finds it
+    done. A listen that fails later is logged.
+
+    @ivar port: the listening port, once listening.
     """
 
     log = Logger()
     port = None
 
     def __init__(self, endpoint, description, factory):
-        self.endpoint = endpoint
+        StreamServerEndpointService.__init__(self, endpoint, factory)
         self.description = description
-        self.factory = factory
-        self._started = False
         self._waiting = []
 
     def privilegedStartService(self):
         service.Service.privilegedStartService(self)
-        self._listen()
-
-    def startService(self):
-        service.Service.startService(self)
-        if not self._started:
-            self._listen()
-
-    def _listen(self):
-        self._started = True
+        if self._waitingForPort is not None:
+            return
         failures = []
-        listening = self.endpoint.listen(self.factory)
-        listening.addCallbacks(self._listening, failures.append)
+        self._waitingForPort = self.endpoint.listen(self.factory)
+        self._waitingForPort.addCallbacks(self._listening, failures.append)
         if failures:
-            sys.__stderr__.write(
-                f"sockservice: cannot listen on {self.description}: "
-                f"{_reason(failures[0])}\n"
-            )
-            raise SystemExit(1)
+            raise CannotListen(self.description, failures[0])
         # An endpoint that listens later must not fail unseen.
-        listening.addCallback(
-            lambda _: failures and self.log.critical(
-                "cannot listen on {description}: {reason}",
-                description=self.description,
-                reason=_reason(failures[0]),
-            )
+        self._waitingForPort.addCallback(
+            lambda port: failures and self.log.critical(
+                "{problem}", problem=str(CannotListen(self.description, failures[0]))
+            ) or port
         )
 
     def _listening(self, port):
@@ -72,6 +68,7 @@ class ListeningService(service.Service):
         waiting, self._waiting = self._waiting, []
         for listening in waiting:
             listening.callback(port)
+        return port
 
     def announce(self, address):
         """
@@ -91,7 +88,7 @@ class ListeningService(service.Service):
         return listening
 
     def stopService(self):
-        service.Service.stopService(self)
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
+        self.port = None
+        if self._waitingForPort is None:
+            return service.Service.stopService(self)
+        return StreamServerEndpointService.stopService(self)

@@ -6,6 +6,7 @@ so a unit can be C{Type=notify} without a libsystemd dependency.
 
 import os
 import socket
+import time
 
 from twisted.application import service
 from twisted.internet.defer import gatherResults
@@ -38,19 +39,25 @@ def sendNotification(address, state):
 
 class NotifyService(service.Service):
     """
-    Sends C{READY=1} once every listener is bound and C{STOPPING=1} when
-    stopping; does nothing without NOTIFY_SOCKET. Add it after the listeners
-    so it starts after them and stops before them.
+    Sends C{READY=1} once every listener is bound and C{reactor} runs,
+    C{RELOADING=1} then
+    C{READY=1} around a reload, and C{STOPPING=1} when stopping; does
+    nothing without NOTIFY_SOCKET. Add it after the listeners so it starts
+    after them and stops before them.
 
     @ivar listeners: L{sockservice.service.listening.ListeningService}s.
     """
 
     log = Logger()
+    status = ""
 
-    def __init__(self, listeners, environ=os.environ, send=sendNotification):
+    def __init__(self, listeners, reactor, environ=os.environ, send=sendNotification,
+                 monotonic=time.monotonic_ns):
         self.listeners = listeners
         self.address = notifyAddress(environ)
+        self._reactor = reactor
         self._send = send
+        self._monotonic = monotonic
         if self.address is None and environ.get("NOTIFY_SOCKET"):
             self.log.warn(
                 "NOTIFY_SOCKET={name!r} is not an AF_UNIX socket: not notifying",
@@ -60,12 +67,34 @@ class NotifyService(service.Service):
     def startService(self):
         service.Service.startService(self)
         if self.address is not None:
-            ports = gatherResults([each.whenListening() for each in self.listeners])
-            ports.addCallback(self._ready)
+            # Ready once the reactor runs too: from then on its signal
+            # handlers are in place, so a stop right away still drains.
+            self._reactor.callWhenRunning(self._whenRunning)
+
+    def _whenRunning(self):
+        ports = gatherResults([each.whenListening() for each in self.listeners])
+        ports.addCallback(self._ready)
 
     def _ready(self, ports):
         addresses = ", ".join(describeAddress(port.getHost()) for port in ports)
-        self.notify(f"READY=1\nSTATUS=listening on {addresses}")
+        self.status = f"listening on {addresses}"
+        self.notify(f"READY=1\nSTATUS={self.status}")
+
+    def reloading(self):
+        """
+        Tell systemd a reload has begun: it waits for L{reloaded}. The
+        CLOCK_MONOTONIC time in microseconds is what sd_notify(3) asks to go
+        with it.
+        """
+        if self.address is not None:
+            self.notify(f"RELOADING=1\nMONOTONIC_USEC={self._monotonic() // 1000}")
+
+    def reloaded(self):
+        """
+        Tell systemd the reload is over, whether or not it changed anything.
+        """
+        if self.address is not None:
+            self.notify(f"READY=1\nSTATUS={self.status}")
 
     def stopService(self):
         service.Service.stopService(self)

@@ -26,7 +26,8 @@ from sockservice.service.listening import ListeningService
 
 #: Why connections are refused or closed, each reported even while zero so
 #: that rate() and alerts see every series from the first scrape.
-REFUSALS = ("server_full", "per_ip", "unauthorized", "line_too_long", "idle_timeout", "too_slow")
+REFUSALS = ("server_full", "per_ip", "unauthorized", "line_too_long", "idle_timeout", "too_slow",
+            "server_busy", "tls_handshakes")
 
 #: Seconds the Redis backplane may be down before /healthz fails: a node
 #: still relays locally, and a restart of Redis should not pull every node
@@ -99,12 +100,14 @@ class ServerCollector:
         if hub is not None and "up" in hub:
             yield _gauge("backplane_up", "1 while connected to the Redis backplane.",
                          int(hub["up"]))
-            yield _gauge("backplane_outbox_bytes", "Bytes waiting to be published to Redis.",
+            yield _gauge("backplane_outbox_bytes", "Bytes waiting to be appended to Redis.",
                          hub["outboxBytes"])
-            yield _counter("backplane_lost_messages",
-                           "Messages that could not cross nodes.", hub["lost"])
-            yield _counter("backplane_lost_bytes", "Bytes that could not cross nodes.",
-                           hub["lostBytes"])
+            yield _counter("backplane_lost_lines",
+                           "Lines that could not cross nodes: not appended to Redis from "
+                           "this node, or lost on the way here.", hub["lost"])
+            yield _counter("backplane_resets",
+                           "Times Redis lost stream entries this node had not read.",
+                           hub["resets"])
             yield _counter("backplane_reconnects", "Connections to Redis made again after a loss.",
                            hub["reconnects"])
 
@@ -234,23 +237,20 @@ def metricsSite(factory, listeners, clock, reactorName):
 class MetricsService(ListeningService):
     """
     Serves L{metricsSite} on C{endpoint}, apart from the line protocol (its
-    connections count against no client limit). It stops only once the
-    line protocol's connections have drained, so /healthz answers 503
-    meanwhile instead of refusing connections.
+    connections count against no client limit). Added to the tap's
+    L{sockservice.service.draining.StopInOrder} before the draining
+    service, it stops only once the line protocol's connections have
+    drained, so /healthz answers 503 meanwhile instead of refusing
+    connections.
     """
 
     def __init__(self, endpoint, description, factory, listeners, clock, reactorName):
         ListeningService.__init__(
             self, endpoint, description, metricsSite(factory, listeners, clock, reactorName)
         )
-        self.lineFactory = factory
 
     def announce(self, address):
         self.log.info("metrics on http://{address}/metrics and /healthz", address=address)
-
-    def stopService(self):
-        drained = self.lineFactory.whenAllClosed()
-        return drained.addCallback(lambda _: ListeningService.stopService(self))
 
 
 _TCP_KINDS = {"tcp", "tcp6", "ssl"}

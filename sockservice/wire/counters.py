@@ -14,8 +14,11 @@ class Counters:
 
     @ivar accepted: connections served (refused ones are not).
     @ivar refused: connections refused or closed for bad behaviour, by
-        reason: C{server_full}, C{per_ip}, C{unauthorized}, C{line_too_long},
-        C{idle_timeout}, C{too_slow}.
+        reason: C{server_full}, C{per_ip} (both C{ERROR server full}),
+        C{tls_handshakes} (aborted as the oldest of too many unfinished TLS
+        handshakes), and the words of the C{ERROR} line otherwise
+        (L{refusedWith}): C{unauthorized}, C{line_too_long},
+        C{idle_timeout}, C{too_slow}, C{server_busy}.
     @ivar linesReceived: complete lines received.
     @ivar bytesReceived: bytes received, partial lines included.
     @ivar linesSent: lines the protocols write themselves: greetings, acks,
@@ -45,6 +48,14 @@ class Counters:
         """
         self.linesSent += data.count(b"\n")
         self.bytesSent += len(data)
+
+    def refusedWith(self, error):
+        """
+        Count C{error} (C{ERROR too slow\n}) as sent, and as one refusal
+        of its reason (C{too_slow}).
+        """
+        self.sent(error)
+        self.refused[error[len(b"ERROR "):-1].decode("ascii").replace(" ", "_")] += 1
 
     def dropped(self, data):
         """

@@ -5,15 +5,25 @@ the grace given to a closing connection before it is aborted.
 """
 
 import resource
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from twisted.internet import protocol
+from twisted.internet.abstract import FileDescriptor
 
 from sockservice.wire.addresses import describeAddress
 from sockservice.wire.idle import IdleWatch
 
 SERVER_FULL = b"ERROR server full\n"
 SPARE_FILES = 64
+
+#: Bytes of queued lines any slow relay reader may hold whatever the others
+#: hold (L{Limits.chargeQueued}).
+QUEUED_FLOOR = 64 * 1024
+
+#: What one queued delivery costs beyond its bytes (shared with the other
+#: readers): its place in the queue, counted so that a flood of tiny lines
+#: is bounded too.
+QUEUED_ENTRY = 64
 
 
 def peerHost(address):
@@ -27,8 +37,8 @@ def peerHost(address):
 class Limits:
     """
     What one factory enforces, and the connection counts it needs for that.
-    Zero turns a limit off; the defaults are all off so a bare factory
-    behaves as before.
+    Zero turns a limit off; the defaults are off, but for those that bound
+    memory in all (L{maxInputHeld}, L{maxQueued}, L{maxHandshakes}).
 
     @ivar clock: schedules idle timeouts and aborts; L{None} with both off.
     @ivar idleTimeout: seconds without a complete line before a connection
@@ -41,10 +51,30 @@ class Limits:
     @ivar closeGrace: seconds a refused connection may take to read its
         C{ERROR} line before it is aborted. C{loseConnection} alone never
         completes for a peer that stopped reading.
+    @ivar inputAllowance: bytes of pending input (a partial line, lines
+        waiting while paused) any connection may hold.
+    @ivar maxInputHeld: bytes of pending input beyond their allowance all
+        connections together may hold; a connection that would take more is
+        refused (C{ERROR server busy}). On by default: 10,000 connections
+        each one byte short of C{--max-line} would otherwise hold 640 MiB.
+    @ivar inputHeld: bytes held beyond their allowance now.
+    @ivar maxQueued: relay: bytes all slow readers together may have queued
+        (beyond their transports' buffers) before those holding the most are
+        dropped as too slow (L{chargeQueued}); the total stays under this
+        plus L{QUEUED_FLOOR} per slow reader. On by default, for the same
+        reason.
+    @ivar queued: relay: bytes queued for slow readers now.
+    @ivar slowReaders: relay: readers with bytes queued now.
+    @ivar maxHandshakes: TLS handshakes unfinished at once before the oldest
+        is aborted (L{handshakeStarted}). On by default: 10,000 clients
+        stalled halfway through their handshakes would hold over 500 MiB.
+    @ivar handshakes: the protocols whose TLS handshake is unfinished,
+        oldest first.
     """
 
     def __init__(self, clock=None, idleTimeout=0, maxConnections=0, maxPerIP=0,
-                 maxBuffer=0, closeGrace=5.0):
+                 maxBuffer=0, closeGrace=5.0, inputAllowance=4096,
+                 maxInputHeld=32 << 20, maxQueued=64 << 20, maxHandshakes=1000):
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.idle = IdleWatch(clock, idleTimeout) if idleTimeout else None
@@ -53,6 +83,33 @@ class Limits:
         self.maxBuffer = maxBuffer
         self.closeGrace = closeGrace if clock is not None else 0
         self.perHost = Counter()
+        self.inputAllowance = inputAllowance
+        self.maxInputHeld = maxInputHeld
+        self.inputHeld = 0
+        self.maxQueued = maxQueued
+        self.queued = 0
+        self.slowReaders = 0
+        self.maxHandshakes = maxHandshakes
+        self.handshakes = OrderedDict()
+
+    def update(self, idleTimeout, maxConnections, maxPerIP, maxBuffer, peers=()):
+        """
+        Change the limits while serving (a reload); C{peers} are the
+        addresses of the connections open now, counted afresh for
+        C{maxPerIP}. A changed idle timeout applies to every connection;
+        turning it on or off, to connections opened from now on.
+        """
+        if idleTimeout and self.idle is not None:
+            self.idle.timeout = idleTimeout
+        elif idleTimeout != self.idleTimeout:
+            self.idle = IdleWatch(self.clock, idleTimeout) if idleTimeout else None
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.maxPerIP = maxPerIP
+        self.perHost = Counter(
+            host for host in map(peerHost, peers) if maxPerIP and host is not None
+        )
+        self.maxBuffer = maxBuffer
 
     def refusal(self, address, connected):
         """
@@ -80,6 +137,61 @@ class Limits:
                 self.perHost[host] -= 1
                 if not self.perHost[host]:
                     del self.perHost[host]
+
+    def chargeInput(self, charged, pending):
+        """
+        Count a connection holding C{pending} bytes of input, C{charged} of
+        which were counted before; return the bytes counted now, or L{None}
+        if the total they may hold cannot take them.
+        """
+        wanted = pending - self.inputAllowance if pending > self.inputAllowance else 0
+        over = self.inputHeld + wanted - charged > self.maxInputHeld
+        if wanted > charged and self.maxInputHeld and over:
+            return None
+        self.inputHeld += wanted - charged
+        return wanted
+
+    def chargeQueued(self, queuedSize, nbytes):
+        """
+        Count C{nbytes} more queued for a slow relay reader that has
+        C{queuedSize} queued already; return whether it may have them. Under
+        L{maxQueued} in all, any reader may; past it, only one that would
+        still hold no more than its share: L{maxQueued} divided among the
+        slow readers, but at least L{QUEUED_FLOOR}, so the readers holding
+        the most are dropped and one only briefly behind is not.
+        """
+        if self.maxQueued and self.queued + nbytes > self.maxQueued:
+            share = self.maxQueued // (self.slowReaders or 1)
+            if queuedSize + nbytes > max(share, QUEUED_FLOOR):
+                return False
+        if not queuedSize:
+            self.slowReaders += 1
+        self.queued += nbytes
+        return True
+
+    def releaseQueued(self, queuedSize):
+        """
+        A slow reader's C{queuedSize} bytes were written or dropped.
+        """
+        if queuedSize:
+            self.queued -= queuedSize
+            self.slowReaders -= 1
+
+    def handshakeStarted(self, proto):
+        """
+        Count C{proto}'s TLS handshake. Past L{maxHandshakes} unfinished at
+        once, the oldest is aborted: a stalled handshake holds tens of KiB,
+        and a new client must still get its turn. Return the aborted one.
+        """
+        self.handshakes[proto] = None
+        if self.maxHandshakes and len(self.handshakes) > self.maxHandshakes:
+            oldest, _ = self.handshakes.popitem(last=False)
+            oldest.transport.abortConnection()
+            return oldest
+        return None
+
+    def handshakeDone(self, proto):
+        self.handshakes.pop(proto, None)
 
     def close(self, transport):
         """
@@ -109,8 +221,8 @@ class RefusedProtocol(protocol.Protocol):
         self.transport.write(SERVER_FULL)
         self.factory.counters.sent(SERVER_FULL)
         self.factory.log.warn(
-            "refused",
             "server full ({reason}): refused {peer}",
+            kind="refused",
             reason=self.reason,
             peer=describeAddress(self.transport.getPeer()),
         )
@@ -118,6 +230,19 @@ class RefusedProtocol(protocol.Protocol):
 
     def connectionLost(self, reason):
         cancelAbort(self._abort)
+
+
+def limitBuffer(transport, size):
+    """
+    Make C{transport} pause its producer once C{size} bytes wait to be sent,
+    and read at most C{size} bytes at a time: a socket transport does both
+    by its C{bufferSize} (L{FileDescriptor.bufferSize}, 64 KiB by default).
+    What waits there is a private copy per connection (Twisted joins it
+    when it writes), so the size bounds what each slow reader costs. Other
+    transports (TLS, a test's) keep their own.
+    """
+    if isinstance(transport, FileDescriptor):
+        transport.bufferSize = size
 
 
 def cancelAbort(abort):

@@ -1,19 +1,39 @@
 """
 The wire shared by every mode: LF-terminated lines of raw bytes, a CR before
 the LF counted as part of the line ending, and a maximum line length.
+
+L{LineProtocol} is built from parts a reader can find by name:
+
+  - splitting: L{splitLines} cuts what was read after its last LF;
+  - pending input: the partial line (and lines a paused protocol has not
+    taken yet), held by the protocol, bounded by C{--max-line} and by the
+    factory's shared input budget (L{Limits.chargeInput});
+  - idle: the factory's L{IdleWatch} (C{wire/idle.py}), and for TLS the
+    cap on unfinished handshakes (L{Limits.handshakeStarted});
+  - refusal: L{LineProtocol.refuse}, then L{Limits.close};
+  - draining: L{LineProtocol.drain};
+  - back-pressure: L{LineProtocol.registerAsProducer} and the
+    C{pauseProducing}/C{resumeProducing} the transport calls.
+
+Protocols use only C{write}, C{loseConnection}, C{abortConnection},
+C{getPeer}, C{registerProducer} and C{pauseProducing} of their transport
+(plus C{loseWriteConnection} where there is one), so any stream transport
+can carry them.
 """
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, succeed
-from twisted.protocols.basic import LineReceiver
+from twisted.internet.interfaces import IHandshakeListener, INegotiated
+from zope.interface import implementer
 
+from sockservice.fastpath.directwrite import noDelay, writeNow
 from sockservice.wire.addresses import describeAddress
 from sockservice.wire.counters import Counters
-from sockservice.fastpath.directwrite import noDelay, writeNow
 from sockservice.wire.limits import Limits, RefusedProtocol, cancelAbort
 
 LINE_TOO_LONG = b"ERROR line too long\n"
 IDLE_TIMEOUT = b"ERROR idle timeout\n"
+SERVER_BUSY = b"ERROR server busy\n"
 
 
 def stripLineEnding(line):
@@ -34,30 +54,86 @@ def logText(data):
     return data.decode("utf-8", "replace")
 
 
-class LineProtocol(LineReceiver):
+def tooLong(line, maxLine):
     """
-    A L{LineReceiver} that splits each read once and hands all of its
-    complete lines to L{linesReceived} as one chunk, so a mode can answer a
-    whole read with one write instead of one write per line.
+    Whether C{line} (without its LF) holds more than C{maxLine} bytes before
+    its line ending. A partial line ending in CR may still be a line of
+    exactly C{maxLine} bytes.
+    """
+    size = len(line)
+    return size > maxLine and (size > maxLine + 1 or not line.endswith(b"\r"))
+
+
+def splitLines(data, maxLine):
+    """
+    Cut C{data} after its last LF.
+
+    @return: C{(lines, rest, refused)}: the complete lines (each still
+        ending in LF) up to the first one longer than C{maxLine}; what
+        follows them; and whether a line too long was found, in which case
+        C{rest} starts with it (a partial line already too long counts).
+    """
+    end = data.rfind(b"\n") + 1
+    if end > maxLine + 1:
+        offset = 0
+        for line in data[:end].split(b"\n")[:-1]:
+            if tooLong(line, maxLine):
+                return data[:offset], data[offset:], True
+            offset += len(line) + 1
+    if end == len(data):
+        return data, b"", False
+    rest = data[end:]
+    return data[:end], rest, tooLong(rest, maxLine)
+
+
+@implementer(IHandshakeListener)
+class LineProtocol(protocol.Protocol):
+    """
+    Splits each read once and hands all of its complete lines to
+    L{linesReceived} as one chunk, so a mode can answer a whole read with
+    one write instead of one write per line.
 
     The idle timeout restarts on complete lines received, never on writes,
     so a peer that only listens (to relay traffic, say) still times out.
+
+    @ivar taking: whether lines are still taken; no more once refused,
+        draining or done (L{stopTaking}).
+    @ivar paused: whether the transport asked its producer (this protocol)
+        to pause; lines read meanwhile wait, unsplit.
     """
 
-    delimiter = b"\n"
+    taking = True
     refused = False
     draining = False
     producing = False
+    paused = False
+    _pending = b""
+    _charged = 0
     _abort = None
     _idle = None
 
     def connectionMade(self):
-        self.MAX_LENGTH = self.factory.maxLine
         noDelay(self.transport)
         self._idle = self.factory.limits.idle
         if self._idle is not None:
             self._idle.watch(self)
+        # Asked of the class: providedBy would cache a spec on each transport.
+        if INegotiated.implementedBy(type(self.transport)):
+            evicted = self.factory.limits.handshakeStarted(self)
+            if evicted is not None:
+                self.factory.counters.refused["tls_handshakes"] += 1
+                self.factory.log.warn(
+                    "over {maxHandshakes} TLS handshakes unfinished: aborted the oldest, "
+                    "{peer}'s", kind="handshakes",
+                    maxHandshakes=self.factory.limits.maxHandshakes, peer=evicted.peer,
+                )
         self.factory.connectionOpened(self)
+
+    def handshakeCompleted(self):
+        """
+        The TLS handshake is done: it no longer counts among the unfinished.
+        """
+        self.factory.limits.handshakeDone(self)
 
     @property
     def peer(self):
@@ -68,7 +144,9 @@ class LineProtocol(LineReceiver):
         return describeAddress(self.transport.getPeer())
 
     def connectionLost(self, reason):
-        self._stopIdleTimeout()
+        self.factory.limits.handshakeDone(self)
+        self.stopTaking()
+        self.takePartialLine()
         cancelAbort(self._abort)
         self.factory.connectionClosed(self, reason)
 
@@ -79,35 +157,156 @@ class LineProtocol(LineReceiver):
         writeNow(self.transport, data)
         self.factory.counters.sent(data)
 
+    def linesReceived(self, chunk):
+        """
+        Called with one or more complete lines, each still ending in LF.
+
+        @return: L{None}, or the end of C{chunk} not taken yet (when the
+            protocol was paused while answering): it waits, with the
+            partial line, until L{resumeProducing}.
+        """
+        raise NotImplementedError()
+
+    # Splitting and the pending input.
+
     def dataReceived(self, data):
+        """
+        Take C{data}, after the input pending from earlier reads: its
+        complete lines go to L{linesReceived} in one call, the partial line
+        after them waits for the next read. While paused nothing is taken:
+        it all waits (a transport may deliver what it had read before it
+        paused). A line over the factory's C{maxLine}, complete or not, is
+        refused once the lines before it are taken (at once while paused).
+        Pending input counts against the factory's input budget; a
+        connection that would exceed it is refused as well. After a
+        refusal, while draining or once done, what arrives is discarded.
+        """
         self.factory.counters.bytesReceived += len(data)
-        if self.transport.disconnecting or self.draining:
+        if not self.taking:
             return
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
-        end = data.rfind(b"\n") + 1
-        if end:
-            chunk = data[:end] if end < len(data) else data
-            if end > self.MAX_LENGTH + 1:
-                bad = self._firstLongLine(chunk)
-                if bad is not None:
-                    if bad:
-                        self.factory.counters.linesReceived += chunk.count(b"\n", 0, bad)
-                        self.linesReceived(chunk[:bad])
-                    if not self.transport.disconnecting:
-                        self._refuseLongLine()
-                    return
+        if self._pending:
+            data = self._pending + data
+        lines, rest, refused = splitLines(data, self.factory.maxLine)
+        if self.paused and not refused:
+            self._hold(data)
+            return
+        if lines and not self.paused:
             if self._idle is not None:
                 self._idle.touch(self)
-            self.factory.counters.linesReceived += chunk.count(b"\n")
-            self.linesReceived(chunk)
-        if end < len(data) and not self.transport.disconnecting:
-            tail = data[end:]
-            if self._tooLong(tail):
-                self._refuseLongLine()
-            else:
-                self._buffer = tail
+            untaken = self.linesReceived(lines)
+            # Lines left untaken come back from resumeProducing: counted then.
+            self.factory.counters.linesReceived += lines.count(b"\n") - (
+                untaken.count(b"\n") if untaken else 0
+            )
+            if not self.taking:
+                return
+            if untaken:
+                self._hold(untaken + rest)
+                return
+        if refused:
+            self.refuse(
+                LINE_TOO_LONG,
+                "line too long from {peer} (over {maxLine} bytes): closing",
+                maxLine=self.factory.maxLine,
+            )
+        elif rest or self._pending:
+            self._hold(rest)
+
+    def pendingPartialLine(self):
+        """
+        The input read but not taken as lines yet: a partial line (and,
+        while paused, complete lines waiting their turn).
+        """
+        return self._pending
+
+    def takePartialLine(self):
+        """
+        Return L{pendingPartialLine} and forget it.
+        """
+        pending = self._pending
+        self._hold(b"")
+        return pending
+
+    def _hold(self, pending):
+        """
+        Keep C{pending} for the next read, charged to the factory's input
+        budget; refuse the connection if the budget cannot take it.
+        """
+        if self._charged or len(pending) > self.factory.limits.inputAllowance:
+            charged = self.factory.limits.chargeInput(self._charged, len(pending))
+            if charged is None:
+                self.refuse(
+                    SERVER_BUSY,
+                    "input budget spent: {held} bytes of unfinished lines held, "
+                    "closing {peer}",
+                    held=self.factory.limits.inputHeld,
+                )
+                return
+            self._charged = charged
+        self._pending = pending
+
+    def stopTaking(self):
+        """
+        Take no more lines; the idle timeout no longer applies.
+        """
+        self.taking = False
+        if self._idle is not None:
+            self._idle.forget(self)
+
+    # Refusal.
+
+    def refuse(self, error, format, **fields):
+        """
+        Send the C{error} line, log why (one C{refused} event) and close,
+        reading nothing more; a peer that does not take the line in
+        L{Limits.closeGrace} is aborted.
+        """
+        self.refused = True
+        self.stopTaking()
+        self.takePartialLine()
+        self.transport.write(error)
+        self.factory.counters.refusedWith(error)
+        self.factory.log.warn(format, kind="refused", peer=self.peer, **fields)
+        self.unregisterAsProducer()
+        self._abort = self.factory.limits.close(self.transport)
+
+    def timeoutConnection(self):
+        """
+        Called by the factory's L{IdleWatch} when no line came in time.
+        """
+        self.refuse(
+            IDLE_TIMEOUT,
+            "idle for {timeout}s: closing {peer}",
+            timeout=self.factory.limits.idleTimeout,
+        )
+
+    # Draining.
+
+    def drain(self):
+        """
+        Take no more lines and close once everything written is sent; a
+        partial line stays pending, for the mode to deliver on a clean
+        close. Only the sending side closes (a FIN after the pending output)
+        and reading goes on, discarding, until the peer closes: closing with
+        unread input would reset the connection and drop output still queued.
+        """
+        self.draining = True
+        self.stopTaking()
+        if self.producing:
+            # Paused, it would neither finish writing nor read on to see the
+            # peer close; what a mode holds back while paused goes out first.
+            self.unregisterAsProducer()
+            self.flushHeld()
+            self._resumeReading()
+        closeWriting = getattr(self.transport, "loseWriteConnection", None)
+        (closeWriting or self.transport.loseConnection)()
+
+    def flushHeld(self):
+        """
+        Write what the mode held back while paused, before a drain closes.
+        """
+
+    # Back-pressure.
 
     def registerAsProducer(self):
         """
@@ -122,97 +321,37 @@ class LineProtocol(LineReceiver):
             self.producing = False
             self.transport.unregisterProducer()
 
-    def linesReceived(self, chunk):
+    def pauseProducing(self):
         """
-        Called with one or more complete lines, each still ending in LF.
+        The transport's write buffer is full: stop reading from the peer.
         """
-        raise NotImplementedError()
+        self.paused = True
+        self.transport.pauseProducing()
 
-    def drain(self):
+    def resumeProducing(self):
         """
-        Take no more lines and close once everything written is sent. Only
-        the sending side closes (a FIN after the pending output) and reading
-        goes on, discarding, until the peer closes: closing with unread input
-        would reset the connection and drop output still queued.
+        The transport's write buffer has drained: take the lines that waited,
+        then read on if that did not fill it again.
         """
-        self.draining = True
-        if self.producing:
-            # Paused, it would neither finish writing nor read on to see the
-            # peer close; what a mode holds back while paused goes out first.
-            self.unregisterAsProducer()
-            self.resumeProducing()
-        closeWriting = getattr(self.transport, "loseWriteConnection", None)
-        (closeWriting or self.transport.loseConnection)()
+        self.paused = False
+        if self._pending:
+            self.dataReceived(b"")
+        if not self.paused:
+            self.transport.resumeProducing()
 
-    def _tooLong(self, line):
-        """
-        Whether C{line} (without its LF) holds more than MAX_LENGTH bytes
-        before its line ending. A partial line ending in CR may still be a
-        line of exactly MAX_LENGTH bytes.
-        """
-        size = len(line)
-        return size > self.MAX_LENGTH and (
-            size > self.MAX_LENGTH + 1 or not line.endswith(b"\r")
-        )
+    def _resumeReading(self):
+        self.paused = False
+        self.transport.resumeProducing()
 
-    def _firstLongLine(self, chunk):
-        """
-        Return the offset in C{chunk} at which its first over-long line
-        starts, or L{None}.
-        """
-        offset = 0
-        for line in chunk.split(b"\n")[:-1]:
-            if self._tooLong(line):
-                return offset
-            offset += len(line) + 1
-        return None
-
-    def refuse(self, error, format, **fields):
-        """
-        Send the C{error} line, log why (one C{refused} event) and close,
-        reading nothing more; a peer that does not take the line in
-        L{Limits.closeGrace} is aborted.
-        """
-        self.refused = True
-        self._buffer = b""
-        self._stopIdleTimeout()
-        self.transport.write(error)
-        self.factory.counters.sent(error)
-        self.factory.log.warn("refused", format, peer=self.peer, **fields)
-        self.unregisterAsProducer()
-        self._abort = self.factory.limits.close(self.transport)
-
-    def _stopIdleTimeout(self):
-        if self._idle is not None:
-            self._idle.forget(self)
-
-    def timeoutConnection(self):
-        """
-        Called by the factory's L{IdleWatch} when no line came in time.
-        """
-        self.factory.counters.refused["idle_timeout"] += 1
-        self.refuse(
-            IDLE_TIMEOUT,
-            "idle for {timeout}s: closing {peer}",
-            timeout=self.factory.limits.idleTimeout,
-        )
-
-    def _refuseLongLine(self):
-        self.factory.counters.refused["line_too_long"] += 1
-        self.refuse(
-            LINE_TOO_LONG,
-            "line too long from {peer} (over {maxLine} bytes): closing",
-            maxLine=self.MAX_LENGTH,
-        )
-
-    def lineLengthExceeded(self, line):
-        self._refuseLongLine()
+    def stopProducing(self):
+        pass
 
 
 class LineFactory(protocol.Factory):
     """
     State shared by a mode's connections: the line limit, the folding log
-    and the greeting sent on connect.
+    and the greeting sent on connect. Protocols read these attributes when
+    they use them, so a reload that changes them takes effect at once.
 
     @ivar greeting: bytes sent on connect (already ending in LF), or C{b""}.
     @ivar protocols: the connected protocols.
@@ -244,16 +383,16 @@ class LineFactory(protocol.Factory):
         self.protocols.add(proto)
         self.counters.accepted += 1
         self.limits.opened(proto.transport.getPeer())
-        if self.log.take("opened", 1):
-            self.log.logger.info("connection opened: {peer}", peer=proto.peer)
+        if self.log.take("opened"):
+            self.log.info("connection opened: {peer}", peer=proto.peer)
         if self.greeting:
             proto.send(self.greeting)
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)
         self.limits.closed(proto.transport.getPeer())
-        if self.log.take("closed", 1):
-            self.log.logger.info(
+        if self.log.take("closed"):
+            self.log.info(
                 "connection closed: {peer} ({reason})",
                 peer=proto.peer,
                 reason=reason.getErrorMessage(),
@@ -286,7 +425,7 @@ class LineFactory(protocol.Factory):
         if logged < count:
             self.log.fold("received", count - logged, len(parts[-1]))
         for line in parts[:-1]:
-            self.log.logger.info(
+            self.log.info(
                 self.messageFormat,
                 peer=proto.peer,
                 message=logText(stripLineEnding(line)),
