@@ -4,8 +4,6 @@ moves exactly as the traffic sent, /healthz follows the listeners and the
 backplane, the HTTP site answers only its two paths; and the options.
 """
 
-import io
-import sys
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -22,7 +20,7 @@ from sockservice.hubs.local import LocalHub
 from sockservice.hubs.redis import RedisHub
 from sockservice.hubs.redisurl import RedisAddress
 from sockservice.modes.collect import CollectFactory
-from sockservice.modes.greet import GreetFactory
+from sockservice.modes.greet import ACKS_PER_WRITE, GreetFactory
 from sockservice.modes.relay import RelayFactory
 from sockservice.service.listening import ListeningService
 from sockservice.tap import makeService
@@ -35,10 +33,11 @@ from sockservice.web.metrics import (
     sharedPort,
 )
 from sockservice.wire.auth import TokenGate
-from sockservice.wire.limits import Limits
+from sockservice.wire.limits import QUEUED_ENTRY, QUEUED_FLOOR, Limits
 from tests.support import CapturedLog, connect, disconnect, received
 from tests import test_redishub, test_tap
 from tests.test_redishub import NODE, OTHER, Endpoint, entries, reply, xadd
+from tests.test_limits import TLSTransport
 from tests.test_tap import parse
 
 ACK = b"Information Received\n"
@@ -182,6 +181,96 @@ class CounterTests(SynchronousTestCase):
         self.assertEqual(received(readerTransport), b"1\n2\n3\n4\n5\n6789\nx\n")
         self.assertEqual(scraped("lines_received_total"), 7)
         self.assertEqual(scraped("lines_sent_total"), 9 + 1)
+
+    def test_serverBusy(self):
+        """
+        A connection that would take the shared input budget past its limit
+        is refused as C{server_busy}; its bytes were received.
+        """
+        factory = GreetFactory(
+            self.captured.log, greeting=b"", limits=Limits(inputAllowance=10, maxInputHeld=5)
+        )
+        scraped = Scraped(factory)
+        proto, transport = connect(factory)
+        proto.dataReceived(b"x" * 16)
+        self.assertEqual(received(transport), b"ERROR server busy\n")
+        self.assertEqual(scraped.refusals(), only("server_busy"))
+        self.assertEqual(
+            [scraped(name) for name in ("bytes_received_total", "lines_received_total",
+                                        "lines_sent_total")],
+            [16, 0, 1],
+        )
+
+    def test_tlsHandshakes(self):
+        """
+        The oldest of too many unfinished TLS handshakes, aborted, counts
+        as C{tls_handshakes}.
+        """
+        factory = GreetFactory(self.captured.log, limits=Limits(maxHandshakes=1))
+        scraped = Scraped(factory)
+        connect(factory, 5001, TLSTransport)
+        self.assertEqual(scraped.refusals(), only(None))
+        connect(factory, 5002, TLSTransport)
+        self.assertEqual(scraped.refusals(), only("tls_handshakes"))
+
+    def test_linesAnsweredOverSeveralTurns(self):
+        """
+        A read of many lines that greet answers over several reactor turns
+        counts each line once, when it is taken.
+        """
+        factory = GreetFactory(self.captured.log, greeting=b"", limits=Limits(self.clock))
+        scraped = Scraped(factory)
+        proto, transport = connect(factory)
+        proto.dataReceived(b"\n" * 1000)
+        perTurn = ACKS_PER_WRITE // len(ACK)
+        self.assertEqual(scraped("lines_received_total"), perTurn)
+        while self.clock.getDelayedCalls():
+            self.clock.advance(0)
+        self.assertEqual(received(transport), 1000 * ACK)
+        self.assertEqual(
+            [scraped(name) for name in ("lines_received_total", "lines_sent_total")],
+            [1000, 1000],
+        )
+
+    def test_tooSlowForAllSlowReaders(self):
+        """
+        Readers dropped because all slow readers together hold too much are
+        C{too_slow} too; what they had queued, and the line that did not
+        fit, are dropped, not delivered.
+        """
+        factory = RelayFactory(
+            self.captured.log, LocalHub(),
+            limits=Limits(self.clock, maxBuffer=10 * QUEUED_FLOOR, maxQueued=4 * QUEUED_FLOOR),
+        )
+        scraped = Scraped(factory)
+        line = b"x" * (QUEUED_FLOOR - QUEUED_ENTRY - 1) + b"\n"
+        sender, _ = connect(factory, 6001)
+        readers = [connect(factory, 6002 + n) for n in range(5)]
+        for reader, _ in readers:
+            reader.pauseProducing()
+        sender.dataReceived(line)
+        sender.dataReceived(line)
+        self.assertEqual([received(transport) for _, transport in readers],
+                         [b"ERROR too slow\n"] * 2 + [b""] + [b"ERROR too slow\n"] + [b""])
+        self.assertEqual(scraped("refusals_total", reason="too_slow"), 3)
+        self.assertEqual(
+            [scraped(name) for name in ("relay_dropped_lines_total", "relay_deliveries_total")],
+            [3 * 2, 2 * 2],
+        )
+
+    def test_history(self):
+        """
+        The history a client gets on joining counts as delivered to it.
+        """
+        factory = RelayFactory(self.captured.log, LocalHub(history=5))
+        scraped = Scraped(factory)
+        sender, _ = connect(factory, 5001)
+        sender.dataReceived(b"a\nb\n")
+        self.assertEqual(scraped("relay_deliveries_total"), 0)
+        joiner, transport = connect(factory, 5002)
+        self.assertEqual(received(transport), b"a\nb\n")
+        self.assertEqual(scraped("relay_deliveries_total"), 2)
+        self.assertEqual(scraped("bytes_sent_total"), 4)
 
     def test_relayRemoteOrigin(self):
         """
