@@ -4,7 +4,6 @@ moves exactly as the traffic sent, /healthz follows the listeners and the
 backplane, the HTTP site answers only its two paths; and the options.
 """
 
-
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
