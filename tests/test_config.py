@@ -225,13 +225,15 @@ class DefaultConfigFileTests(SynchronousTestCase):
     def test_commentedDefaults(self):
         """
         The commented sockservice.toml that install.sh writes parses to the
-        defaults, and every key it shows is an option.
+        defaults, but for metrics on 127.0.0.1:9101, and every key it shows is
+        an option.
         """
         path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy",
                             "sockservice.toml")
         self.assertEqual(
             Options.configFrom(["--config", path]),
-            Config(configFile=path, argv=("--config", path)),
+            Config(metrics="tcp:9101:interface=127.0.0.1", configFile=path,
+                   argv=("--config", path)),
         )
         with open(path) as f:
             shown = re.findall(r"^# ([a-z-]+) = ", f.read(), re.M)
