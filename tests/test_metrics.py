@@ -32,7 +32,7 @@ from sockservice.web.metrics import (
     sharedPort,
 )
 from sockservice.wire.auth import TokenGate
-from sockservice.wire.limits import QUEUED_ENTRY, QUEUED_FLOOR, Limits
+from sockservice.wire.limits import Limits
 from tests.support import CapturedLog, connect, disconnect, received
 from tests import test_redishub, test_tap
 from tests.test_redishub import NODE, OTHER, Endpoint, entries, reply, xadd
@@ -229,32 +229,6 @@ class CounterTests(SynchronousTestCase):
         self.assertEqual(
             [scraped(name) for name in ("lines_received_total", "lines_sent_total")],
             [1000, 1000],
-        )
-
-    def test_tooSlowForAllSlowReaders(self):
-        """
-        Readers dropped because all slow readers together hold too much are
-        C{too_slow} too; what they had queued, and the line that did not
-        fit, are dropped, not delivered.
-        """
-        factory = RelayFactory(
-            self.captured.log, LocalHub(),
-            limits=Limits(self.clock, maxBuffer=10 * QUEUED_FLOOR, maxQueued=4 * QUEUED_FLOOR),
-        )
-        scraped = Scraped(factory)
-        line = b"x" * (QUEUED_FLOOR - QUEUED_ENTRY - 1) + b"\n"
-        sender, _ = connect(factory, 6001)
-        readers = [connect(factory, 6002 + n) for n in range(5)]
-        for reader, _ in readers:
-            reader.pauseProducing()
-        sender.dataReceived(line)
-        sender.dataReceived(line)
-        self.assertEqual([received(transport) for _, transport in readers],
-                         [b"ERROR too slow\n"] * 2 + [b""] + [b"ERROR too slow\n"] + [b""])
-        self.assertEqual(scraped("refusals_total", reason="too_slow"), 3)
-        self.assertEqual(
-            [scraped(name) for name in ("relay_dropped_lines_total", "relay_deliveries_total")],
-            [3 * 2, 2 * 2],
         )
 
     def test_history(self):
