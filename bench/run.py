@@ -11,9 +11,11 @@ load generator (bench/loadgen.c) and prints the figures without ratios.
     .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000]
                                   [--reactor directepoll epoll ...]
                                   [--server-args '--max-line 1024'] [--only greet-1 ...]
+                                  [--metrics]
 
 Each reactor named gets its own sockservice server, measured in the same
-rounds as the reference.
+rounds as the reference; with --metrics, a second one per reactor serves
+/metrics (named REACTOR+metrics), scraped every second while measured.
 
 Only figures from one run compare: the machine may be busy with other work.
 """
@@ -29,7 +31,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +102,9 @@ def parseArguments(argv):
                         help="more sockservice options for the greet servers, e.g. '--max-line 1024'")
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES) + [websocketBench.NAME],
                         help="measure only these figures")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also measure each reactor's server with --metrics on, "
+                             "scraped every second")
     return parser.parse_args(argv)
 
 
@@ -186,6 +193,26 @@ class Server:
         self.port = port or waitUntil(self._listeningPort, f"{name} to listen")
         if port:
             waitUntil(self._accepting, f"{name} to accept")
+        self._scraping = threading.Event()
+        if name.endswith("+metrics"):
+            url = waitUntil(self._metricsURL, f"{name} to serve metrics")
+            threading.Thread(target=self._scrape, args=(url,), daemon=True).start()
+
+    def _metricsURL(self):
+        match = re.search(rb"metrics on (http://\S+/metrics)", self.logPath.read_bytes())
+        return match and match.group(1).decode()
+
+    def _scrape(self, url):
+        """
+        Scrape C{url} every second, as Prometheus would (every 15 s by
+        default), until stopped.
+        """
+        while not self._scraping.wait(1.0):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    response.read()
+            except OSError:
+                return
 
     def _listeningPort(self):
         self._checkRunning()
@@ -213,6 +240,7 @@ class Server:
         return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
 
     def stop(self):
+        self._scraping.set()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -233,21 +261,27 @@ class Bench:
         self.arguments = arguments
         self.tools = tools
         self.workdir = workdir
-        self.names = (["C"] if "cbroker" in tools else []) + arguments.reactor
+        self.measured = arguments.reactor + (
+            [f"{reactor}+metrics" for reactor in arguments.reactor] if arguments.metrics else []
+        )
+        self.names = (["C"] if "cbroker" in tools else []) + self.measured
 
     def startC(self, mode):
         port = freePort()
         return Server(f"cbroker-{mode}", [self.tools["cbroker"], C_MODES[mode], str(port)],
                       self.workdir, port)
 
-    def startSockservice(self, mode, reactor):
+    def startSockservice(self, mode, name):
+        reactor, metrics, _ = name.partition("+metrics")
         argv = [twistdCommand(), "-n", "--pidfile="]
         if reactor != "default":
             argv += ["--reactor", reactor]
         argv += ["sockservice", "--mode", mode, "--interface", "127.0.0.1", "--port", "0"]
+        if metrics:
+            argv += ["--metrics", "tcp:0:interface=127.0.0.1"]
         if mode == "greet":
             argv += shlex.split(self.arguments.server_args)
-        return Server(f"sockservice-{mode}-{reactor}", argv, self.workdir)
+        return Server(f"sockservice-{mode}-{name}", argv, self.workdir)
 
     def start(self, mode, name):
         """
@@ -333,7 +367,7 @@ class Bench:
                     results[figure.name] = {
                         name: _median([one[name] for one in rounds]) for name in servers
                     }
-                    for name in self.arguments.reactor:
+                    for name in self.measured:
                         results[figure.name][name]["ratios"] = [
                             one[name]["value"] / one["C"]["value"] for one in rounds
                             if "C" in one and "failed" not in one["C"]

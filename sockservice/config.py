@@ -81,6 +81,8 @@ class Config:
     history: int = 0
     websocket: tuple = ()
     websocketOrigin: tuple = ()
+    metrics: Optional[str] = None
+    logFormat: str = "text"
     configFile: Optional[str] = None
     argv: tuple = ()
 

@@ -15,6 +15,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.reflect import fullyQualifiedName
 
 from sockservice.commandline import OneLineUsageErrors, wholeNumber
 from sockservice.config import Config, fileError, readConfigFile
@@ -22,6 +23,7 @@ from sockservice.hubs.local import LocalHub
 from sockservice.hubs.outbox import OUTBOX_LIMIT
 from sockservice.hubs.redisurl import EXTRA, RETAIN, parseRedisURL, redisClientInstalled
 from sockservice.logs.folding import FoldingLog, foldAcceptErrors
+from sockservice.logs.formats import twistdLogger
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.modes.relay import RelayFactory
@@ -31,6 +33,7 @@ from sockservice.service.listening import CannotListen, ListeningService
 from sockservice.service.notify import NotifyService
 from sockservice.service.reload import ReloadService
 from sockservice.service.tls import loadCertificateOptions, useServerTLS
+from sockservice.web.metrics import MetricsService, sharedPort
 from sockservice.web.websocket import WebSocketService, parseOrigin
 from sockservice.wire.addresses import defaultBacklog, withBacklog
 from sockservice.wire.auth import TokenGate
@@ -147,6 +150,12 @@ class Options(OneLineUsageErrors):
         ["history", None, 0,
          "relay: lines a client gets on joining, the last relayed (with --backplane, "
          "the stream's); 0: none", wholeNumber("history", 0)],
+        ["metrics", None, None,
+         "Serve Prometheus metrics (/metrics) and a health check (/healthz) over "
+         "HTTP on this server endpoint, such as tcp:9101:interface=127.0.0.1 "
+         "[default: off]."],
+        ["log-format", None, "text",
+         "text, or json: one object per line on standard output (twistd -n)."],
     ]
     optFlags = [
         ["log-messages", None, "relay: log every relayed line (off: only connections)."],
@@ -218,12 +227,48 @@ class Options(OneLineUsageErrors):
         greeting = self["greeting"]
         if greeting is None:
             greeting = DEFAULT_GREETINGS[mode]
+        lines = tuple(self._endpoints())
+        websockets = self._websockets()
+        self._observability(lines + websockets["websocket"])
         self.config = Config.fromOptions(
             self, greeting=self._line("greeting", greeting) if greeting else b"",
             ack=self._line("ack", self["ack"]), token=token,
-            endpoints=tuple(self._endpoints()), backplaneAddress=self._backplane(),
-            logMessages=bool(self["log-messages"]), argv=self.argv, **self._websockets(),
+            endpoints=lines, backplaneAddress=self._backplane(),
+            logMessages=bool(self["log-messages"]), argv=self.argv, **websockets,
         )
+
+    def _observability(self, lines):
+        """
+        Check C{--metrics} against the line protocol's endpoints C{lines}
+        (TCP and WebSocket),
+        and C{--log-format}; point twistd's C{--logger} at the chosen log
+        format (it sets up logging before makeService).
+        """
+        metrics = self["metrics"]
+        if metrics is not None:
+            try:
+                checkEndpoint(metrics)
+            except Exception as e:
+                raise self._bad(
+                    "metrics", f"--metrics {metrics!r} is not a usable endpoint: {e}"
+                ) from None
+            shared = sharedPort(metrics, lines)
+            if shared is not None:
+                raise self._bad(
+                    "metrics",
+                    f"--metrics {metrics!r} would share a port with the line protocol's {shared!r}",
+                )
+        if self["log-format"] not in ("text", "json"):
+            raise self._bad(
+                "log-format", f"unknown --log-format {self['log-format']!r}: choose text or json"
+            )
+        if self.parent is not None:
+            try:
+                logger = twistdLogger(self["log-format"], self.parent)
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+            if logger is not None:
+                self.parent["logger"] = logger
 
     def _bad(self, option, problem):
         """
@@ -495,9 +540,17 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
     hub = getattr(factory, "hub", None)
     if service.IService.providedBy(hub):
         hub.setServiceParent(top)
+    listeners, metrics = [], None
+    if config.metrics is not None:
+        # Added before the draining service, so it stops after the
+        # connections have drained: /healthz answers 503 meanwhile.
+        metrics = MetricsService(
+            endpoints.serverFromString(reactor, config.metrics), config.metrics,
+            factory, listeners, reactor, fullyQualifiedName(type(reactor)),
+        )
+        metrics.setServiceParent(top)
     draining = DrainingService(factory, reactor, config.drainTimeout)
     draining.setServiceParent(top)
-    listeners = []
     for description in config.endpoints:
         endpoint = endpoints.serverFromString(reactor, withBacklog(description, config.backlog))
         listener = ListeningService(endpoint, description, factory)
@@ -513,8 +566,9 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
     notifier = NotifyService(listeners, reactor, environ)
     notifier.setServiceParent(top)
     ReloadService(
-        config, lambda: fitOpenFileLimit(Options.configFrom(config.argv), openFileLimit), factory, draining, notifier, reactor,
-        tls=tls, loadTLS=loadCertificateOptions, signals=signals,
+        config, lambda: fitOpenFileLimit(Options.configFrom(config.argv), openFileLimit),
+        factory, draining, notifier, reactor, tls=tls, loadTLS=loadCertificateOptions,
+        signals=signals,
     ).setServiceParent(top)
     SecondSignalService(factory, reactor, signals).setServiceParent(top)
     if config.mode == "collect":
@@ -523,7 +577,7 @@ def makeService(options, reactor=None, environ=os.environ, openFileLimit=raiseOp
         )
         factory.finished.addCallback(lambda _: reactor.stop())
     try:
-        for listener in listeners:
+        for listener in listeners + ([metrics] if metrics else []):
             listener.privilegedStartService()
     except CannotListen as e:
         sys.stderr.write(f"sockservice: {e}\n")

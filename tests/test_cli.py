@@ -69,7 +69,7 @@ class OptionsTests(OutputTestCase):
 
     def test_noCommand(self):
         self.assertUsageError(
-            [], "sockservice: choose a command: greet, send, collect or chat (see sockservice --help)"
+            [], "sockservice: choose a command: greet, send, collect, chat or status (see sockservice --help)"
         )
 
     def test_unknownCommand(self):

@@ -12,11 +12,14 @@ import shutil
 import sys
 import tempfile
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.config import RESOLVED, Config, fieldName, optionName
-from sockservice.tap import LIST_OPTIONS, Options
+from sockservice.modes.greet import GreetFactory
+from sockservice.tap import LIST_OPTIONS, Options, makeService
+from sockservice.web.metrics import MetricsService, QuietSite
 
 
 class ConfigFileTests(SynchronousTestCase):
@@ -85,6 +88,34 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertEqual(self.parse("--websocket", "tcp:1").websocket, ("tcp:1",))
         self.write('websocket = "tcp:0"\n')
         self.assertEqual(self.parse().websocket, ("tcp:0",))
+
+    def test_metrics(self):
+        """
+        C{metrics} in the file serves /metrics and /healthz there, apart
+        from the line protocol; a bad endpoint names the file and the key.
+        """
+        self.write('port = 0\nmetrics = "tcp:0:interface=127.0.0.1"\nlog-format = "json"\n')
+        options = Options()
+        options.parseOptions(["--config", self.path])
+        self.assertEqual(
+            (options.config.metrics, options.config.logFormat),
+            ("tcp:0:interface=127.0.0.1", "json"),
+        )
+        reactor = MemoryReactorClock()
+        top = makeService(options, reactor=reactor, environ={})
+        self.addCleanup(top.stopService)
+        [metrics] = [each for each in top if isinstance(each, MetricsService)]
+        self.assertEqual(
+            [(port, interface, type(factory)) for port, factory, _, interface
+             in reactor.tcpServers],
+            [(0, "0.0.0.0", GreetFactory), (0, "127.0.0.1", QuietSite)],
+        )
+        self.assertIsNotNone(metrics.port)
+        self.assertFileError(
+            'metrics = "9101x"\n',
+            f"{self.path}: metrics: '9101x' is not a usable endpoint: "
+            "Unknown endpoint type: '9101x'",
+        )
 
     def test_commandLineWins(self):
         self.write('mode = "relay"\nlisten = ["tcp:1"]\nmax-line = 100\ngreeting = "file"\n')
@@ -231,13 +262,15 @@ class DefaultConfigFileTests(SynchronousTestCase):
     def test_commentedDefaults(self):
         """
         The commented sockservice.toml that install.sh writes parses to the
-        defaults, and every key it shows is an option.
+        defaults, but for metrics on 127.0.0.1:9101, and every key it shows is
+        an option.
         """
         path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy",
                             "sockservice.toml")
         self.assertEqual(
             Options.configFrom(["--config", path]),
-            Config(configFile=path, argv=("--config", path)),
+            Config(metrics="tcp:9101:interface=127.0.0.1", configFile=path,
+                   argv=("--config", path)),
         )
         with open(path) as f:
             shown = re.findall(r"^# ([a-z-]+) = ", f.read(), re.M)

@@ -120,8 +120,11 @@ class InstallTests(SynchronousTestCase):
                 line.split("=", 1) for line in f.read().splitlines()
                 if line and not line.startswith("#")
             )
-        # A free port on loopback: OPTIONS win over sockservice.toml.
-        environment["OPTIONS"] = "--port 0 --interface 127.0.0.1"
+        # Free ports on loopback (its metrics too): OPTIONS win over
+        # sockservice.toml.
+        environment["OPTIONS"] = (
+            "--port 0 --interface 127.0.0.1 --metrics tcp:0:interface=127.0.0.1"
+        )
         command = re.search(r"^ExecStart=(.+)$", text, re.M).group(1)
         command = re.sub(r"\$\{(\w+)\}", lambda m: environment[m.group(1)], command)
         command = re.sub(r"\$(\w+)", lambda m: environment[m.group(1)], command)

@@ -290,6 +290,10 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.assertEqual([received(transport) for _, transport in readers],
                          [b"ERROR too slow\n"] * 2 + [b""] + [b"ERROR too slow\n"] + [b""])
         self.assertEqual((factory.limits.queued, factory.limits.slowReaders), (maxQueued, 2))
+        # Counted as too slow; what they had queued, and the line that did
+        # not fit, as dropped.
+        self.assertEqual((factory.counters.refused["too_slow"], factory.counters.droppedLines),
+                         (3, 3 * 2))
         self.assertIn(
             f"127.0.0.1:6002 is too slow: {5 * QUEUED_FLOOR} bytes queued for slow readers "
             f"in all, {QUEUED_FLOOR} of them for it, dropping it",

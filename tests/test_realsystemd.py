@@ -323,6 +323,7 @@ class RealSystemdTests(SynchronousTestCase):
         self.assertEqual(self.sh("systemctl is-active sockservice").strip(), "active")
         self.assertEqual(self.probe("greet", "12345"), repr(b"connect\nInformation Received\n"))
         self.assertIn('Status: "listening on 0.0.0.0:12345"', self.docs("status"))
+        self.assertEqual(self.docs("health"), "ok\n")
         self.assertLessEqual(self.exposure(), 1.2)
 
         # TLS with a key only root reads, passed as a credential; under

@@ -160,6 +160,24 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(factory.greeting, b"x\n")
         self.assertEqual(len(self.reactor.tcpServers), 1)
 
+    def test_observabilityNeedsRestart(self):
+        """
+        metrics and log-format are set up once, at start: a change is
+        logged as needing a restart.
+        """
+        self.start('listen = ["tcp:1"]\n')
+        lines = self.hangUp(
+            'listen = ["tcp:1"]\nmetrics = "tcp:0:interface=127.0.0.1"\nlog-format = "json"\n'
+        )
+        self.assertEqual(lines, [
+            (LogLevel.info, f"reloaded {self.path}: nothing changed"),
+            (LogLevel.warn,
+             f"metrics, log-format changed in {self.path}: left as it was until a restart"),
+        ])
+        self.assertEqual((self.reloader.config.metrics, self.reloader.config.logFormat),
+                         (None, "text"))
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+
     def test_badFileChangesNothing(self):
         factory = self.start('listen = ["tcp:1"]\n')
         lines = self.hangUp('listen = ["tcp:1"]\ngreeting = "x"\nmax-line = -1\n')

@@ -14,6 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
 
 from sockservice import __version__
+from sockservice.client import status
 from sockservice.client.protocols import (
     ChatClient,
     ChatInput,
@@ -318,6 +319,7 @@ class Options(OneLineUsageErrors, _Options):
         ["send", None, SendOptions, "Send messages and close (seed 002 client)."],
         ["collect", None, CollectOptions, "Send one message, print all until close (collect mode)."],
         ["chat", None, ChatOptions, "Interactive relay client on stdin/stdout (relay mode)."],
+        ["status", None, status.StatusOptions, "Summarize a server from its --metrics."],
     ]
 
     def getSynopsis(self):
@@ -328,7 +330,7 @@ class Options(OneLineUsageErrors, _Options):
 
     def postOptions(self):
         if self.subCommand is None:
-            raise usage.UsageError("choose a command: greet, send, collect or chat")
+            raise usage.UsageError("choose a command: greet, send, collect, chat or status")
 
 
 def serverName(options):
@@ -419,4 +421,7 @@ def main(argv=None):
     """
     options = Options()
     options.parseOptions(argv)
-    task.react(run, [options])
+    if options.subCommand == "status":
+        task.react(status.run, [options.subOptions])
+    else:
+        task.react(run, [options])

@@ -67,11 +67,14 @@ class LocalHub:
     def __init__(self, history=0):
         self.members = {}
         self.history = History(history) if history else None
+        self.delivered = 0
+        self.deliveredBytes = 0
 
     def join(self, member):
         if self.history is not None:
             past = self.history.lines()
             if past:
+                self._count(past, 1)
                 member.deliver(past)
         self.members[member] = None
 
@@ -84,6 +87,20 @@ class LocalHub:
         """
         if self.history is not None:
             self.history.add(data)
+        self._count(data, len(self.members) - (sender in self.members))
         for member in self.members:
             if member is not sender:
                 member.deliver(data)
+
+    def _count(self, data, recipients):
+        # Once per publish, not per member: the fan-out is the hot path.
+        self.delivered += data.count(b"\n") * recipients
+        self.deliveredBytes += len(data) * recipients
+
+    def stats(self):
+        """
+        For metrics, read when scraped: C{delivered}, the lines handed to
+        members (one line to 9 others is 9; history given on joining too),
+        and C{deliveredBytes}.
+        """
+        return {"delivered": self.delivered, "deliveredBytes": self.deliveredBytes}

@@ -218,6 +218,9 @@ class RedisHub(service.Service):
         self._silence = None
         self._troubleLogged = False
         self._failedSetups = 0
+        self._everConnected = set()
+        self._reconnects = 0
+        self._downSince = reactor.seconds()
         self._backoff = retryPolicy or backoffPolicy(initialDelay=0.5, maxDelay=5.0, factor=2.0)
         watched = _WatchedEndpoint(endpoint, str(address), self._connectFailed)
         self.clients = [
@@ -359,6 +362,25 @@ class RedisHub(service.Service):
             text += f", Redis lost the stream {self.resets} times"
         return text
 
+    def stats(self):
+        """
+        L{LocalHub.stats}, and the backplane's state for metrics and health
+        checks (read when scraped): C{up} (both connections to Redis
+        ready), C{downSince} (when it last went down, on the hub's clock, or
+        L{None}), C{outboxBytes} (waiting to be appended), C{lost} (lines
+        that could not cross nodes: not appended from here, and lost on the
+        way here), C{resets} and C{reconnects}.
+        """
+        return {
+            **self.local.stats(),
+            "up": self._downSince is None,
+            "downSince": self._downSince,
+            "outboxBytes": self.outbox.size + self._batchSize,
+            "lost": self.outbox.lostLines + self.missed,
+            "resets": self.resets,
+            "reconnects": self._reconnects,
+        }
+
     def _ready(self, proto, command):
         """
         Authenticate and select the database on a new connection, then run
@@ -425,6 +447,11 @@ class RedisHub(service.Service):
 
     def _watch(self, proto, role):
         self._connections[role] = proto
+        if role in self._everConnected:
+            self._reconnects += 1
+        self._everConnected.add(role)
+        if len(self._connections) == 2:
+            self._downSince = None
         proto.whenDisconnected().addCallback(lambda _: self._disconnected(role))
 
     def _prepareWriter(self, proto):
@@ -586,6 +613,8 @@ class RedisHub(service.Service):
 
     def _disconnected(self, role):
         del self._connections[role]
+        if self._downSince is None:
+            self._downSince = self._clock.seconds()
         if role == "writer":
             self.outbox.detach()
         elif self._silence is not None:

@@ -24,6 +24,7 @@ class CollectProtocol(LineProtocol):
         greeted while one more could still connect.
         """
         self.transport.write(data)
+        self.factory.counters.sent(data)
 
     def linesReceived(self, chunk):
         self._collect(chunk[: chunk.index(b"\n") + 1])
@@ -41,6 +42,7 @@ class CollectProtocol(LineProtocol):
         never folded.
         """
         self.collected = True
+        self.factory.counters.collected += 1
         self.factory.log.info(
             self.factory.messageFormat,
             peer=self.peer,

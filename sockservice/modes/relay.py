@@ -76,6 +76,8 @@ class RelayProtocol(LineProtocol):
 
     def refuse(self, error, format, **fields):
         # Nothing more is delivered after the ERROR line.
+        if self.queued:
+            self.factory.counters.dropped(b"".join(self.queued))
         self._forgetQueued()
         self.queued = []
         LineProtocol.refuse(self, error, format, **fields)
@@ -83,7 +85,9 @@ class RelayProtocol(LineProtocol):
     def deliver(self, data):
         if self.queued is None:
             self.transport.write(data)
-        elif not self.refused:
+        elif self.refused:
+            self.factory.counters.dropped(data)
+        else:
             size = len(data)
             cost = size + QUEUED_ENTRY
             limits = self.factory.limits
@@ -104,6 +108,8 @@ class RelayProtocol(LineProtocol):
                 self.queued.append(data)
                 self.queuedSize += size
                 self.queuedCost += cost
+                return
+            self.factory.counters.dropped(data)
 
     def _forgetQueued(self):
         self.factory.limits.releaseQueued(self.queuedCost)

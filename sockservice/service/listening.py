@@ -64,15 +64,17 @@ class ListeningService(StreamServerEndpointService):
 
     def _listening(self, port):
         self.port = port
-        self.log.info(
-            "{mode} mode listening on {address}",
-            mode=self.factory.mode,
-            address=describeAddress(port.getHost()),
-        )
+        self.announce(describeAddress(port.getHost()))
         waiting, self._waiting = self._waiting, []
         for listening in waiting:
             listening.callback(port)
         return port
+
+    def announce(self, address):
+        """
+        Log that it listens on C{address}.
+        """
+        self.log.info("{mode} mode listening on {address}", mode=self.factory.mode, address=address)
 
     def whenListening(self):
         """

@@ -114,13 +114,14 @@ class Limits:
     def refusal(self, address, connected):
         """
         Why a new connection from C{address} is refused when C{connected}
-        are open already, or L{None} to serve it.
+        are open already, as C{(kind, reason)} (the metrics' C{server_full}
+        or C{per_ip}, and words for the log), or L{None} to serve it.
         """
         if self.maxConnections and connected >= self.maxConnections:
-            return f"{self.maxConnections} connections open"
+            return "server_full", f"{self.maxConnections} connections open"
         host = peerHost(address)
         if self.maxPerIP and host is not None and self.perHost[host] >= self.maxPerIP:
-            return f"{self.maxPerIP} connections open from {host}"
+            return "per_ip", f"{self.maxPerIP} connections open from {host}"
         return None
 
     def opened(self, address):
@@ -218,6 +219,7 @@ class RefusedProtocol(protocol.Protocol):
 
     def connectionMade(self):
         self.transport.write(SERVER_FULL)
+        self.factory.counters.sent(SERVER_FULL)
         self.factory.log.warn(
             "server full ({reason}): refused {peer}",
             kind="refused",

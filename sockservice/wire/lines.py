@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from sockservice.fastpath.directwrite import noDelay, writeNow
 from sockservice.wire.addresses import describeAddress
+from sockservice.wire.counters import Counters
 from sockservice.wire.limits import Limits, RefusedProtocol, cancelAbort
 
 LINE_TOO_LONG = b"ERROR line too long\n"
@@ -120,6 +121,7 @@ class LineProtocol(protocol.Protocol):
         if INegotiated.implementedBy(type(self.transport)):
             evicted = self.factory.limits.handshakeStarted(self)
             if evicted is not None:
+                self.factory.counters.refused["tls_handshakes"] += 1
                 self.factory.log.warn(
                     "over {maxHandshakes} TLS handshakes unfinished: aborted the oldest, "
                     "{peer}'s", kind="handshakes",
@@ -153,6 +155,7 @@ class LineProtocol(protocol.Protocol):
         Write C{data}, straight to the socket when nothing is queued.
         """
         writeNow(self.transport, data)
+        self.factory.counters.sent(data)
 
     def linesReceived(self, chunk):
         """
@@ -178,6 +181,7 @@ class LineProtocol(protocol.Protocol):
         connection that would exceed it is refused as well. After a
         refusal, while draining or once done, what arrives is discarded.
         """
+        self.factory.counters.bytesReceived += len(data)
         if not self.taking:
             return
         if self._pending:
@@ -190,6 +194,10 @@ class LineProtocol(protocol.Protocol):
             if self._idle is not None:
                 self._idle.touch(self)
             untaken = self.linesReceived(lines)
+            # Lines left untaken come back from resumeProducing: counted then.
+            self.factory.counters.linesReceived += lines.count(b"\n") - (
+                untaken.count(b"\n") if untaken else 0
+            )
             if not self.taking:
                 return
             if untaken:
@@ -257,6 +265,7 @@ class LineProtocol(protocol.Protocol):
         self.stopTaking()
         self.takePartialLine()
         self.transport.write(error)
+        self.factory.counters.refusedWith(error)
         self.factory.log.warn(format, kind="refused", peer=self.peer, **fields)
         self.unregisterAsProducer()
         self._abort = self.factory.limits.close(self.transport)
@@ -347,6 +356,7 @@ class LineFactory(protocol.Factory):
     @ivar greeting: bytes sent on connect (already ending in LF), or C{b""}.
     @ivar protocols: the connected protocols.
     @ivar limits: the L{Limits} enforced.
+    @ivar counters: the L{Counters} of what its connections did.
     """
 
     noisy = False
@@ -358,16 +368,20 @@ class LineFactory(protocol.Factory):
         self.greeting = greeting
         self.limits = Limits() if limits is None else limits
         self.protocols = set()
+        self.counters = Counters()
         self._allClosed = []
 
     def buildProtocol(self, addr):
-        reason = self.limits.refusal(addr, len(self.protocols))
-        if reason is not None:
+        refusal = self.limits.refusal(addr, len(self.protocols))
+        if refusal is not None:
+            kind, reason = refusal
+            self.counters.refused[kind] += 1
             return RefusedProtocol(self, reason)
         return protocol.Factory.buildProtocol(self, addr)
 
     def connectionOpened(self, proto):
         self.protocols.add(proto)
+        self.counters.accepted += 1
         self.limits.opened(proto.transport.getPeer())
         if self.log.take("opened"):
             self.log.info("connection opened: {peer}", peer=proto.peer)
