@@ -139,6 +139,28 @@ class OptionsTests(OutputTestCase):
                 self.assertIn("      --host=", help)
                 self.assertIn("--timeout=", help)
 
+    def test_statusHelpAndVersion(self):
+        """
+        C{status} takes C{-h} for help and prints sockservice's version, as
+        the other commands do.
+        """
+        from sockservice import __version__
+
+        for flag in ["-h", "--help"]:
+            self.stdout.seek(0)
+            self.stdout.truncate()
+            with self.assertRaises(SystemExit) as raised:
+                self.parse("status", flag)
+            self.assertEqual(raised.exception.code, 0)
+            self.assertTrue(self.stdout.getvalue().startswith(
+                "Usage: sockservice status [--metrics-url URL] [--interval SECONDS]\n"
+            ))
+        self.stdout.seek(0)
+        self.stdout.truncate()
+        with self.assertRaises(SystemExit):
+            self.parse("status", "--version")
+        self.assertEqual(self.stdout.getvalue(), f"sockservice {__version__}\n")
+
     def test_helpCommands(self):
         with self.assertRaises(SystemExit) as raised:
             self.parse("-h")

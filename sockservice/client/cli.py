@@ -13,8 +13,8 @@ from twisted.internet import endpoints, error, ssl, stdio, task
 from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
 
-from sockservice import __version__
 from sockservice.client import status
+from sockservice.client.options import CommandOptions
 from sockservice.client.protocols import (
     ChatClient,
     ChatInput,
@@ -67,18 +67,6 @@ def _message(text):
     return os.fsencode(text)
 
 
-class _Options(usage.Options):
-    def opt_version(self):
-        """
-        Display the sockservice version and exit.
-        """
-        print(f"sockservice {__version__}")
-        sys.exit(0)
-
-    # -h is help, as in nc, socat and every Twisted command.
-    opt_h = usage.Options.opt_help
-
-
 def _looksLikeHost(text):
     """
     Whether C{text} is an IP address or C{localhost}: a host, not a message.
@@ -103,7 +91,7 @@ _SERVER_RULE = (
 )
 
 
-class ClientOptions(_Options):
+class ClientOptions(CommandOptions):
     """
     Where to connect, how (TLS, the relay token) and how long to wait,
     shared by every command.
@@ -265,7 +253,7 @@ class ChatOptions(ClientOptions):
     separatorHint = ""
     optParameters = [
         ["websocket", None, None, "Join through a --websocket listener instead of "
-         "HOST PORT (--host/--port), as a browser does.", webSocketURL],
+         "HOST PORT (--host/--port), as a browser does", webSocketURL],
     ]
     longdesc = (
         "Talk through a relay server: lines read from stdin go out, lines "
@@ -306,7 +294,7 @@ class ChatOptions(ClientOptions):
             yield terminal.closed
 
 
-class Options(OneLineUsageErrors, _Options):
+class Options(OneLineUsageErrors, CommandOptions):
     """
     C{sockservice COMMAND [options]}. Usage errors end the command with one
     line on stderr and exit status 2, never a traceback.

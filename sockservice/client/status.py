@@ -10,8 +10,9 @@ from email.utils import parsedate_to_datetime
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import task
 from twisted.internet.defer import inlineCallbacks
-from twisted.python import usage
 from twisted.web.client import Agent, readBody
+
+from sockservice.client.options import CommandOptions
 
 DEFAULT_URL = "http://127.0.0.1:9101/metrics"
 CONNECT_TIMEOUT = 5
@@ -33,7 +34,7 @@ def _interval(value):
 _interval.coerceDoc = "(seconds)"
 
 
-class StatusOptions(usage.Options):
+class StatusOptions(CommandOptions):
     synopsis = "[--metrics-url URL] [--interval SECONDS]"
     longdesc = (
         "Summarize a server run with --metrics: uptime, mode, open connections, "
