@@ -65,7 +65,9 @@ systemctl_() {
 configured_ports() {
     ports=$(sed -e 's/#.*//' "$config/sockservice.toml" 2>/dev/null |
         sed -n -e 's/^port *= *\([0-9][0-9]*\) *$/\1/p' \
-            -e '/^listen *=/,/]/{s/[^"]*"\(tcp6\{0,1\}\|ssl\):\(port=\)\{0,1\}\([0-9][0-9]*\)[^"]*"/\3\n/g;p}' |
+            -e '/^listen *=/{' -e ':a' -e '/]/!{' -e 'N' -e 'ba' -e '}' \
+            -e 's/[^"]*"\(tcp6\{0,1\}\|ssl\):\(port=\)\{0,1\}\([0-9][0-9]*\)[^"]*"/\3\n/g' \
+            -e 'p' -e '}' |
         grep -x '[0-9][0-9]*' | sort -un)
     echo "${ports:-12345}"
 }

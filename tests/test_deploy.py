@@ -30,7 +30,9 @@ def run(*argv):
     """
     Run a command; return its exit status and its output, stderr included.
     """
-    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120
+    )
     return done.returncode, done.stdout
 
 
@@ -244,6 +246,43 @@ class SocketUnitTests(SynchronousTestCase):
         with open(os.path.join(DEPLOY, "sockservice.socket")) as f:
             backlogs = re.findall(r"^Backlog=(\d+)$", f.read(), re.M)
         self.assertEqual(backlogs, [str(BACKLOG)])
+
+
+class FirewallPortTests(SynchronousTestCase):
+    def ports(self, toml):
+        """
+        What install.sh's configured_ports finds in a sockservice.toml.
+        """
+        with open(os.path.join(DEPLOY, "install.sh")) as f:
+            function = re.search(r"^configured_ports\(\) \{.*?^\}$", f.read(), re.M | re.S)
+        config = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, config)
+        with open(os.path.join(config, "sockservice.toml"), "w") as f:
+            f.write(toml)
+        script = f"{function.group()}\nconfig={shlex.quote(config)}\nconfigured_ports\n"
+        return run("sh", "-c", script)
+
+    def test_listenOnOneLine(self):
+        """
+        A one-line listen list opens its ports only: the metrics endpoint
+        after it stays closed.
+        """
+        self.assertEqual(
+            self.ports('listen = ["tcp:1111", "ssl:2222:privateKey=k.pem"]\n'
+                       'metrics = "tcp:9101:interface=127.0.0.1"\n'),
+            (0, "1111\n2222\n"),
+        )
+
+    def test_listenOnSeveralLines(self):
+        self.assertEqual(
+            self.ports('listen = [\n  "tcp6:3333",  # v6\n  "unix:/run/s",\n]\n'
+                       'metrics = "tcp:9101"\n'),
+            (0, "3333\n"),
+        )
+
+    def test_portOrDefault(self):
+        self.assertEqual(self.ports("port = 4444\n"), (0, "4444\n"))
+        self.assertEqual(self.ports("# port = 4444\n"), (0, "12345\n"))
 
 
 class CloudInitTests(SynchronousTestCase):
