@@ -368,7 +368,9 @@ class LineFactory(protocol.Factory):
 
     def connectionOpened(self, proto):
         self.protocols.add(proto)
-        self.limits.opened(proto.transport.getPeer())
+        # getPeer builds a new address object each call: only for maxPerIP.
+        if self.limits.maxPerIP:
+            self.limits.opened(proto.transport.getPeer())
         if self.log.take("opened"):
             self.log.info("connection opened: {peer}", peer=proto.peer)
         if self.greeting:
@@ -376,7 +378,8 @@ class LineFactory(protocol.Factory):
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)
-        self.limits.closed(proto.transport.getPeer())
+        if self.limits.maxPerIP:
+            self.limits.closed(proto.transport.getPeer())
         if self.log.take("closed"):
             self.log.info(
                 "connection closed: {peer} ({reason})",
