@@ -10,13 +10,19 @@ under C{valgrind --tool=callgrind} and drives it from this process over
  - short connections: connect, read the greeting, send one line, read its
    ack, close.
 
-Each load runs twice, C{--few} and C{--many} times, between a
-C{callgrind_control --zero} and a C{--dump}; the difference between the two
-counts, divided by the difference in operations, is the cost of one
-operation, so startup, the dump itself and the reactor's idle wake-ups
-cancel out. A warm-up first lets the interpreter specialise its hot code.
+Each load runs C{--few} and C{--many} times, each between a
+C{callgrind_control --zero} and a C{--dump}, in C{--rounds} rounds. The
+server logs up to 100 events of a kind one by one per second and folds the
+rest (FoldingLog): a cost per second of wall-clock time, which under
+valgrind's slowdown would land on the operations unevenly. So each run's
+count is fitted, by least squares over all runs of a load, as a fixed part
+(startup, the dump itself, idle wake-ups) plus a cost per operation plus a
+cost per log line written meanwhile; the cost per operation is what is
+printed, with the cost of one logged event beside it. A warm-up first lets
+the interpreter specialise its hot code.
 
-    .venv/bin/python bench/callgrind.py [--few 200] [--many 1000] [--server-args '...']
+    .venv/bin/python bench/callgrind.py [--few 200] [--many 1000] [--rounds 3]
+                                        [--server-args '...']
 
 Bounded: fixed counts, each socket read times out after 30 s, and the
 server is stopped by its PID at the end.
@@ -59,11 +65,15 @@ def parseArguments(argv):
                         help="operations in the baseline run of each load (default 200)")
     parser.add_argument("--many", type=int, default=1000,
                         help="operations in the measured run of each load (default 1000)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each count (default 3)")
     parser.add_argument("--server-args", default="",
                         help="more sockservice options, e.g. '--idle-timeout 0'")
     arguments = parser.parse_args(argv)
     if not 0 < arguments.few < arguments.many:
         parser.error("need 0 < --few < --many")
+    if arguments.rounds < 1:
+        parser.error("need --rounds 1 or more")
     return arguments
 
 
@@ -141,9 +151,11 @@ class Server:
 
     def count(self, load, number):
         """
-        Instructions the server ran while C{load} did C{number} operations.
+        Instructions the server ran while C{load} did C{number} operations,
+        and the log lines it wrote meanwhile.
         """
         before = set(self.workdir.glob("callgrind.out.*"))
+        logged = self.logPath.stat().st_size
         self.control("--zero")
         load(self.port, number)
         # Let the server finish with the last close before counting.
@@ -159,7 +171,7 @@ class Server:
         match = re.search(r"^summary:\s+(\d+)", path.read_text(), re.M)
         if match is None:
             raise CallgrindError(f"no summary in {path.name}")
-        return int(match.group(1))
+        return int(match.group(1)), self.logPath.read_bytes()[logged:].count(b"\n")
 
     def stop(self):
         if self.process.poll() is None:
@@ -174,7 +186,7 @@ class Server:
 
 def measure(arguments, workdir):
     """
-    Instructions per operation of each load, by name.
+    Instructions per operation and per log line of each load, by name.
     """
     server = Server(workdir, arguments.server_args)
     try:
@@ -183,12 +195,43 @@ def measure(arguments, workdir):
         loads = {"greet reply": greetReplies, "short connection": shortConnections}
         results = {}
         for name, load in loads.items():
-            few = server.count(load, arguments.few)
-            many = server.count(load, arguments.many)
-            results[name] = (many - few) / (arguments.many - arguments.few)
+            runs = []
+            for _ in range(arguments.rounds):
+                for number in (arguments.few, arguments.many):
+                    instructions, lines = server.count(load, number)
+                    runs.append((number, lines, instructions))
+            results[name] = fit(runs)
         return results
     finally:
         server.stop()
+
+
+def fit(runs):
+    """
+    Least squares for C{instructions = fixed + perOperation * operations +
+    perLine * lines} over C{runs} of C{(operations, lines, instructions)};
+    return C{(perOperation, perLine)}, C{perLine} L{None} when the lines
+    written did not vary (then they are part of the fixed cost).
+    """
+    rows = [(1.0, float(n), float(lines)) for n, lines, _ in runs]
+    values = [float(instructions) for _, _, instructions in runs]
+    if len({lines for _, lines, _ in runs}) == 1:
+        rows = [row[:2] for row in rows]
+    size = len(rows[0])
+    # The normal equations, solved by Gauss-Jordan elimination.
+    matrix = [[sum(r[i] * r[j] for r in rows) for j in range(size)]
+              + [sum(r[i] * v for r, v in zip(rows, values))] for i in range(size)]
+    for column in range(size):
+        pivot = max(range(column, size), key=lambda row: abs(matrix[row][column]))
+        if abs(matrix[pivot][column]) < 1e-9:
+            raise CallgrindError("the runs do not tell the costs apart: raise --rounds")
+        matrix[column], matrix[pivot] = matrix[pivot], matrix[column]
+        for row in range(size):
+            if row != column:
+                factor = matrix[row][column] / matrix[column][column]
+                matrix[row] = [a - factor * b for a, b in zip(matrix[row], matrix[column])]
+    solution = [matrix[i][size] / matrix[i][i] for i in range(size)]
+    return solution[1], (solution[2] if size == 3 else None)
 
 
 def main(argv=None):
@@ -204,8 +247,11 @@ def main(argv=None):
     except (CallgrindError, OSError) as e:
         sys.stderr.write(f"bench/callgrind.py: {e}\n")
         return 1
-    for name, instructions in results.items():
-        print(f"instructions per {name}: {instructions:,.0f}")
+    for name, (perOperation, perLine) in results.items():
+        line = f"instructions per {name}: {perOperation:,.0f}"
+        if perLine is not None:
+            line += f" (and {perLine:,.0f} per log line written)"
+        print(line)
     return 0
 
 
