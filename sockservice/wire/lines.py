@@ -182,7 +182,13 @@ class LineProtocol(protocol.Protocol):
             return
         if self._pending:
             data = self._pending + data
-        lines, rest, refused = splitLines(data, self.factory.maxLine)
+        maxLine = self.factory.maxLine
+        if data[-1:] == b"\n" and len(data) <= maxLine + 1:
+            # The usual read, whole lines that cannot be too long: what
+            # splitLines would return, without the call.
+            lines, rest, refused = data, b"", False
+        else:
+            lines, rest, refused = splitLines(data, maxLine)
         if self.paused and not refused:
             self._hold(data)
             return
