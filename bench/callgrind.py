@@ -210,28 +210,36 @@ def fit(runs):
     """
     Least squares for C{instructions = fixed + perOperation * operations +
     perLine * lines} over C{runs} of C{(operations, lines, instructions)};
-    return C{(perOperation, perLine)}, C{perLine} L{None} when the lines
-    written did not vary (then they are part of the fixed cost).
+    return C{(perOperation, perLine)}. When the lines written do not vary
+    apart from the operations (a short run logs every event), their cost is
+    part of the others and C{perLine} is L{None}.
     """
     rows = [(1.0, float(n), float(lines)) for n, lines, _ in runs]
     values = [float(instructions) for _, _, instructions in runs]
-    if len({lines for _, lines, _ in runs}) == 1:
-        rows = [row[:2] for row in rows]
+    solution = _leastSquares(rows, values)
+    if solution is None:
+        return _leastSquares([row[:2] for row in rows], values)[1], None
+    return solution[1], solution[2]
+
+
+def _leastSquares(rows, values):
+    """
+    The coefficients that fit C{rows} to C{values} best, from the normal
+    equations by Gauss-Jordan elimination; L{None} if they are not determined.
+    """
     size = len(rows[0])
-    # The normal equations, solved by Gauss-Jordan elimination.
     matrix = [[sum(r[i] * r[j] for r in rows) for j in range(size)]
               + [sum(r[i] * v for r, v in zip(rows, values))] for i in range(size)]
     for column in range(size):
         pivot = max(range(column, size), key=lambda row: abs(matrix[row][column]))
-        if abs(matrix[pivot][column]) < 1e-9:
-            raise CallgrindError("the runs do not tell the costs apart: raise --rounds")
+        if abs(matrix[pivot][column]) < 1e-6 * max(1.0, abs(matrix[0][0])):
+            return None
         matrix[column], matrix[pivot] = matrix[pivot], matrix[column]
         for row in range(size):
             if row != column:
                 factor = matrix[row][column] / matrix[column][column]
                 matrix[row] = [a - factor * b for a, b in zip(matrix[row], matrix[column])]
-    solution = [matrix[i][size] / matrix[i][i] for i in range(size)]
-    return solution[1], (solution[2] if size == 3 else None)
+    return [matrix[i][size] / matrix[i][i] for i in range(size)]
 
 
 def main(argv=None):

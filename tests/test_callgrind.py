@@ -36,14 +36,15 @@ class FitTests(SynchronousTestCase):
         self.assertAlmostEqual(perOperation, 25, places=6)
         self.assertIsNone(perLine)
 
-    def test_indistinct(self):
+    def test_linePerOperation(self):
         """
-        Runs in which lines follow operations exactly cannot tell the two
-        costs apart: one line says so.
+        When each operation wrote one log line, the line's cost is part of
+        the operation's.
         """
-        runs = [(200, 2, 1), (1000, 10, 2), (200, 2, 1)]
-        error = self.assertRaises(callgrind.CallgrindError, callgrind.fit, runs)
-        self.assertEqual(str(error), "the runs do not tell the costs apart: raise --rounds")
+        runs = [(n, n, 5_000 + 300 * n) for n in (10, 60, 10, 60)]
+        perOperation, perLine = callgrind.fit(runs)
+        self.assertAlmostEqual(perOperation, 300, places=6)
+        self.assertIsNone(perLine)
 
     def test_fewNotBelowMany(self):
         stderr = io.StringIO()
