@@ -90,7 +90,8 @@ def parseArguments(argv):
                         help="idle connections for the memory figure (default 5000)")
     parser.add_argument("--tools", default=os.environ.get("SOCKSERVICE_TOOLS"),
                         help="directory holding loadgen.c and cbroker.c "
-                             "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout)")
+                             "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout "
+                             "when it holds both, else bench/ itself)")
     parser.add_argument("--reactor", nargs="+", default=["directepoll", "epoll"],
                         help="twistd --reactor for each sockservice server measured; "
                              "'default' runs it without one (default: directepoll epoll)")
