@@ -4,9 +4,10 @@ Benchmark sockservice against the C reference server in one run.
 Starts the real C{twistd -n sockservice} in each mode and the C reference
 (cbroker) beside it, drives both with a C load generator (loadgen) on
 127.0.0.1, and prints each figure as a ratio to the reference. Both C tools
-are compiled with C{gcc -O2} from C{../shared/tools} beside the checkout, or
-from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}. Without them it uses its own
-load generator (bench/loadgen.c) and prints the figures without ratios.
+are compiled with C{gcc -O2} from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}, else
+from C{../shared/tools} beside the checkout when it holds both, else from
+this directory's own bench/loadgen.c and bench/cbroker.c, so a checkout
+alone reproduces the ratios.
 
     .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000]
                                   [--reactor directepoll epoll ...]
@@ -94,7 +95,8 @@ def parseArguments(argv):
                         help="idle connections for the memory figure (default 5000)")
     parser.add_argument("--tools", default=os.environ.get("SOCKSERVICE_TOOLS"),
                         help="directory holding loadgen.c and cbroker.c "
-                             "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout)")
+                             "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout "
+                             "when it holds both, else bench/ itself)")
     parser.add_argument("--reactor", nargs="+", default=["directepoll", "epoll"],
                         help="twistd --reactor for each sockservice server measured; "
                              "'default' runs it without one (default: directepoll epoll)")
@@ -112,8 +114,7 @@ def findTools(tools):
     """
     The C sources to build, by tool name: loadgen.c and cbroker.c from
     C{tools}, which must hold both; else from ../shared/tools beside the
-    checkout when it holds both; else this directory's own loadgen.c and no
-    reference server.
+    checkout when it holds both; else this directory's own.
     """
     if tools:
         directory = Path(tools)
@@ -125,7 +126,7 @@ def findTools(tools):
     else:
         directory = REPO.parent / "shared" / "tools"
         if not all((directory / name).is_file() for name in ("loadgen.c", "cbroker.c")):
-            return {"loadgen": Path(__file__).resolve().parent / "loadgen.c"}
+            directory = Path(__file__).resolve().parent
     return {name: directory / f"{name}.c" for name in ("loadgen", "cbroker")}
 
 
@@ -253,8 +254,8 @@ class Server:
 
 class Bench:
     """
-    @ivar names: the servers measured: C{"C"} when the reference was built,
-        then one sockservice per reactor.
+    @ivar names: the servers measured: C{"C"}, the reference, then one
+        sockservice per reactor.
     """
 
     def __init__(self, arguments, tools, workdir):
@@ -264,7 +265,7 @@ class Bench:
         self.measured = arguments.reactor + (
             [f"{reactor}+metrics" for reactor in arguments.reactor] if arguments.metrics else []
         )
-        self.names = (["C"] if "cbroker" in tools else []) + self.measured
+        self.names = ["C"] + self.measured
 
     def startC(self, mode):
         port = freePort()
@@ -370,7 +371,7 @@ class Bench:
                     for name in self.measured:
                         results[figure.name][name]["ratios"] = [
                             one[name]["value"] / one["C"]["value"] for one in rounds
-                            if "C" in one and "failed" not in one["C"]
+                            if "failed" not in one["C"]
                             and "failed" not in one[name]]
             finally:
                 for server in servers.values():
@@ -450,7 +451,7 @@ def formatTable(results):
     ]
     for name, measured in results.items():
         figure = FIGURES[name]
-        c = measured.get("C")
+        c = measured["C"]
         for reactor, ours in measured.items():
             if reactor == "C":
                 continue
@@ -460,31 +461,27 @@ def formatTable(results):
 
 def _title(figure, ours, c):
     if figure is IDLE and "count" in ours:
-        reference = f"; C {c['count']}" if c and "count" in c else ""
-        return f"{figure.title} ({ours['count']}{reference})"
+        return f"{figure.title} ({ours['count']}; C {c['count']})"
     return figure.title
 
 
 def _row(figure, ours, c):
     """
     A table row's cells after the reactor; C{c} is what the reference
-    measured, or L{None} without one.
+    measured.
     """
-    failure = ours.get("failed") or (c and c.get("failed") and "C: " + c["failed"])
+    failure = ours.get("failed") or (c.get("failed") and "C: " + c["failed"])
     if failure:
         return f"failed: {failure} | | | | | |"
     if figure is IDLE:
         target = f"<= {figure.target / 1024:g} KB"
     else:
         target = f">= {figure.target:g}"
-    if c is None:
-        theirs = ratio = "-"
-    else:
-        theirs = _number(c["value"], figure)
-        ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
+    theirs = _number(c["value"], figure)
+    ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
     return (f"{_number(ours['value'], figure)} | {theirs} "
             f"| {ratio} | {_range(ours.get('ratios'))} | {target} "
-            f"| {_latency(ours)} | {_latency(c or {})}")
+            f"| {_latency(ours)} | {_latency(c)}")
 
 
 def main(argv=None):
@@ -503,9 +500,8 @@ def main(argv=None):
             workdir = Path(temporary)
             tools = compileTools(source, workdir)
             print(describeMachine(arguments), flush=True)
-            if "cbroker" not in tools:
-                print("no C reference (cbroker.c; see --tools): figures without ratios, "
-                      "load from bench/loadgen.c", flush=True)
+            print(f"C reference and load generator: {source['cbroker']}, {source['loadgen']}",
+                  flush=True)
             results = Bench(arguments, tools, workdir).run(figures)
             if results:
                 print(formatTable(results), flush=True)

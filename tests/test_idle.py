@@ -56,8 +56,9 @@ class IdleWatchTests(SynchronousTestCase):
 
     def test_forgottenNeverTimesOut(self):
         """
-        A forgotten peer is not timed out, a touch does not bring it back,
-        and the timer goes with the last peer.
+        A forgotten peer is not timed out and a touch does not bring it
+        back; the timer outlives the last peer until its deadline, and then
+        ends without timing anybody out.
         """
         a = self.peer("a")
         b = self.peer("b")
@@ -70,4 +71,7 @@ class IdleWatchTests(SynchronousTestCase):
         self.watch.forget(b)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.watch.forget(c)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(10)
+        self.assertEqual(self.timedOut, [("b", 10)])
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -40,12 +40,12 @@ class IdleWatch:
 
     def forget(self, proto):
         """
-        Stop watching C{proto}; the timer goes with the last one.
+        Stop watching C{proto}. The timer stays until its deadline even when
+        nobody is left to watch: cancelling it with the last connection and
+        setting it again with the next would cost every short connection a
+        C{callLater} and a C{cancel}; expiring with nobody watched, it ends.
         """
         self._lastLine.pop(proto, None)
-        if not self._lastLine and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def _expire(self):
         self._timer = None

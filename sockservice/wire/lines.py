@@ -186,7 +186,13 @@ class LineProtocol(protocol.Protocol):
             return
         if self._pending:
             data = self._pending + data
-        lines, rest, refused = splitLines(data, self.factory.maxLine)
+        maxLine = self.factory.maxLine
+        if data[-1:] == b"\n" and len(data) <= maxLine + 1:
+            # The usual read, whole lines that cannot be too long: what
+            # splitLines would return, without the call.
+            lines, rest, refused = data, b"", False
+        else:
+            lines, rest, refused = splitLines(data, maxLine)
         if self.paused and not refused:
             self._hold(data)
             return
@@ -382,7 +388,9 @@ class LineFactory(protocol.Factory):
     def connectionOpened(self, proto):
         self.protocols.add(proto)
         self.counters.accepted += 1
-        self.limits.opened(proto.transport.getPeer())
+        # getPeer builds a new address object each call: only for maxPerIP.
+        if self.limits.maxPerIP:
+            self.limits.opened(proto.transport.getPeer())
         if self.log.take("opened"):
             self.log.info("connection opened: {peer}", peer=proto.peer)
         if self.greeting:
@@ -390,7 +398,8 @@ class LineFactory(protocol.Factory):
 
     def connectionClosed(self, proto, reason):
         self.protocols.discard(proto)
-        self.limits.closed(proto.transport.getPeer())
+        if self.limits.maxPerIP:
+            self.limits.closed(proto.transport.getPeer())
         if self.log.take("closed"):
             self.log.info(
                 "connection closed: {peer} ({reason})",
