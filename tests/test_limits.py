@@ -13,7 +13,14 @@ from zope.interface import implementer
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.hubs.local import LocalHub
-from sockservice.wire.limits import QUEUED_ENTRY, QUEUED_FLOOR, Limits, raiseOpenFileLimit
+from sockservice.wire.limits import (
+    ABORT_BATCH,
+    ABORT_SPACING,
+    QUEUED_ENTRY,
+    QUEUED_FLOOR,
+    Limits,
+    raiseOpenFileLimit,
+)
 from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
@@ -82,6 +89,59 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(10**6)
         self.assertFalse(transport.disconnecting)
+
+
+class AbortingTransport(StringTransport):
+    """
+    Counts its aborts in the list it shares with the others.
+    """
+
+    def __init__(self, aborted):
+        StringTransport.__init__(self)
+        self.aborted = aborted
+
+    def abortConnection(self):
+        self.aborted.append(self)
+
+
+class MassAbortTests(SynchronousTestCase):
+    """
+    Connections whose close grace runs out in the same instant are aborted
+    a batch at a time, so the event loop serves others in between.
+    """
+
+    def test_abortsSpreadOverTurns(self):
+        clock = Clock()
+        limits = Limits(clock)
+        aborted = []
+        transports = [AbortingTransport(aborted) for _ in range(2 * ABORT_BATCH + 1)]
+        aborts = [limits.close(transport) for transport in transports]
+        self.assertTrue(all(transport.disconnecting for transport in transports))
+        clock.advance(limits.closeGrace)
+        self.assertEqual(aborted, transports[:ABORT_BATCH])
+        clock.advance(ABORT_SPACING)
+        self.assertEqual(aborted, transports[: 2 * ABORT_BATCH])
+        clock.advance(ABORT_SPACING)
+        self.assertEqual(aborted, transports)
+        self.assertFalse(any(abort.active() for abort in aborts))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancelledWhileWaitingItsTurn(self):
+        """
+        A connection that goes while waiting for its batch is not aborted.
+        """
+        clock = Clock()
+        limits = Limits(clock)
+        aborted = []
+        transports = [AbortingTransport(aborted) for _ in range(ABORT_BATCH + 2)]
+        aborts = [limits.close(transport) for transport in transports]
+        clock.advance(limits.closeGrace)
+        self.assertTrue(aborts[-1].active())
+        aborts[-1].cancel()
+        self.assertFalse(aborts[-1].active())
+        clock.advance(ABORT_SPACING)
+        self.assertEqual(aborted, transports[:-1])
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class ConnectionLimitTests(SynchronousTestCase):
