@@ -6,7 +6,7 @@ client goes, byte for byte, to every other client; never back to the sender.
 from twisted.internet.error import ConnectionDone
 
 from sockservice.wire.auth import UNAUTHORIZED
-from sockservice.wire.limits import QUEUED_ENTRY, limitBuffer
+from sockservice.wire.limits import QUEUED_ENTRY, limitBuffer, limitKernelBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
 
 TOO_SLOW = b"ERROR too slow\n"
@@ -15,6 +15,9 @@ TOO_SLOW = b"ERROR too slow\n"
 #: pauses and lines for it wait in L{RelayProtocol.queued}, shared with the
 #: other readers: 10,000 readers that never read hold this much each.
 TRANSPORT_BUFFER = 16 * 1024
+
+#: What the kernel may hold of a relay client's output (L{limitKernelBuffer}).
+KERNEL_BUFFER = 32 * 1024
 
 
 class RelayProtocol(LineProtocol):
@@ -44,6 +47,7 @@ class RelayProtocol(LineProtocol):
 
     def connectionMade(self):
         limitBuffer(self.transport, TRANSPORT_BUFFER)
+        limitKernelBuffer(self.transport, KERNEL_BUFFER)
         LineProtocol.connectionMade(self)
         self.registerAsProducer()
         if self.factory.gate is None:

@@ -5,6 +5,7 @@ the grace given to a closing connection before it is aborted.
 """
 
 import resource
+import socket
 from collections import Counter, OrderedDict
 
 from twisted.internet import protocol
@@ -301,6 +302,19 @@ def limitBuffer(transport, size):
     """
     if isinstance(transport, FileDescriptor):
         transport.bufferSize = size
+
+
+def limitKernelBuffer(transport, size):
+    """
+    Cap the kernel's send buffer of C{transport}'s socket at C{size} bytes
+    (Linux doubles it for its bookkeeping). On loopback the kernel sizes it
+    from the 64 KiB segment, to megabytes per connection: for thousands of
+    peers that never read, taking that much from each is gigabytes copied,
+    and seconds in which the event loop serves no one else. Other
+    transports (TLS, a test's) keep theirs.
+    """
+    if isinstance(transport, FileDescriptor):
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def cancelAbort(abort):
