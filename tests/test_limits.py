@@ -3,9 +3,12 @@ The limits on string transports and a clock: idle timeout, connection caps,
 greet's paused reading and relay's slow consumers.
 """
 
+import socket
+
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.internet.interfaces import INegotiated
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -19,6 +22,7 @@ from sockservice.wire.limits import (
     QUEUED_ENTRY,
     QUEUED_FLOOR,
     Limits,
+    limitKernelBuffer,
     raiseOpenFileLimit,
 )
 from sockservice.modes.relay import RelayFactory
@@ -142,6 +146,29 @@ class MassAbortTests(SynchronousTestCase):
         clock.advance(ABORT_SPACING)
         self.assertEqual(aborted, transports[:-1])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class KernelBufferTests(SynchronousTestCase):
+    """
+    L{limitKernelBuffer} caps a socket connection's kernel send buffer and
+    leaves other transports alone.
+    """
+
+    def test_socketConnection(self):
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        before = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        limitKernelBuffer(tcp.Connection(ours, None, MemoryReactor()), 8192)
+        after = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        self.assertLess(after, before)
+        # Linux doubles what it is given, for its bookkeeping.
+        self.assertIn(after, (8192, 16384))
+
+    def test_otherTransport(self):
+        transport = StringTransport()
+        limitKernelBuffer(transport, 8192)
+        self.assertEqual(transport.value(), b"")
 
 
 class ConnectionLimitTests(SynchronousTestCase):
