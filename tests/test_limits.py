@@ -341,6 +341,32 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.assertEqual(received(self.slowTransport), b"abcdefghi\nx\n")
         self.assertFalse(self.slowTransport.disconnecting)
 
+    def test_resumeWritesUntilPausedAgain(self):
+        """
+        A resumed reader is written what waited one chunk at a time until
+        its transport pauses it again; the rest stays queued, the very
+        chunks the other readers got, and counted as before.
+        """
+        self.slow.pauseProducing()
+        chunks = []
+        for line in (b"aaaa\n", b"bb\n", b"c\n"):
+            self.sender.dataReceived(line)
+            chunks.append(self.slow.queued[-1])
+        self.slowTransport.write = lambda data: (
+            StringTransport.write(self.slowTransport, data), self.slow.pauseProducing())
+        self.slow.resumeProducing()
+        self.assertEqual(received(self.slowTransport), b"aaaa\n")
+        self.assertEqual(len(self.slow.queued), 2)
+        self.assertIs(self.slow.queued[0], chunks[1])
+        self.assertIs(self.slow.queued[1], chunks[2])
+        self.assertEqual(self.slow.queuedSize, 5)
+        limits = self.factory.limits
+        self.assertEqual((limits.queued, limits.slowReaders), (5 + 2 * QUEUED_ENTRY, 1))
+        del self.slowTransport.write
+        self.slow.resumeProducing()
+        self.assertEqual(received(self.slowTransport), b"bb\nc\n")
+        self.assertEqual((limits.queued, limits.slowReaders), (0, 0))
+
     def test_noLimit(self):
         factory = RelayFactory(self.captured.log, LocalHub())
         sender, _ = connect(factory, 5001)

@@ -125,10 +125,21 @@ class RelayProtocol(LineProtocol):
             self.queued, self.queuedSize = [], 0
 
     def resumeProducing(self):
-        queued = self.queued
+        # One line chunk at a time, until the transport pauses again: the
+        # rest stays queued as the chunks shared with the other readers,
+        # so what the transport copies for this reader stays near its
+        # buffer size, not all that waited.
+        queued, cost = self.queued, self.queuedCost
         self._forgetQueued()
-        if queued:
-            self.transport.write(b"".join(queued))
+        for index, data in enumerate(queued or ()):
+            self.transport.write(data)
+            if self.queued is not None:
+                rest = queued[index + 1:]
+                size = sum(map(len, rest))
+                self.queued, self.queuedSize = rest, size
+                self.queuedCost = size + QUEUED_ENTRY * len(rest)
+                self.factory.limits.keepQueued(self.queuedCost)
+                return
 
     flushHeld = resumeProducing
 

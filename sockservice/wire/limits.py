@@ -176,6 +176,15 @@ class Limits:
         self.queued += nbytes
         return True
 
+    def keepQueued(self, queuedSize):
+        """
+        Count again the C{queuedSize} bytes a slow reader still holds of
+        what it was allowed before (L{chargeQueued}).
+        """
+        if queuedSize:
+            self.slowReaders += 1
+            self.queued += queuedSize
+
     def releaseQueued(self, queuedSize):
         """
         A slow reader's C{queuedSize} bytes were written or dropped.
