@@ -3,9 +3,12 @@ The limits on string transports and a clock: idle timeout, connection caps,
 greet's paused reading and relay's slow consumers.
 """
 
+import socket
+
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.internet.interfaces import INegotiated
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -13,7 +16,15 @@ from zope.interface import implementer
 from sockservice.modes.collect import CollectFactory
 from sockservice.modes.greet import GreetFactory
 from sockservice.hubs.local import LocalHub
-from sockservice.wire.limits import QUEUED_ENTRY, QUEUED_FLOOR, Limits, raiseOpenFileLimit
+from sockservice.wire.limits import (
+    ABORT_BATCH,
+    ABORT_SPACING,
+    QUEUED_ENTRY,
+    QUEUED_FLOOR,
+    Limits,
+    limitKernelBuffer,
+    raiseOpenFileLimit,
+)
 from sockservice.modes.relay import RelayFactory
 from tests.support import CapturedLog, connect, disconnect, received
 
@@ -82,6 +93,82 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(10**6)
         self.assertFalse(transport.disconnecting)
+
+
+class AbortingTransport(StringTransport):
+    """
+    Counts its aborts in the list it shares with the others.
+    """
+
+    def __init__(self, aborted):
+        StringTransport.__init__(self)
+        self.aborted = aborted
+
+    def abortConnection(self):
+        self.aborted.append(self)
+
+
+class MassAbortTests(SynchronousTestCase):
+    """
+    Connections whose close grace runs out in the same instant are aborted
+    a batch at a time, so the event loop serves others in between.
+    """
+
+    def test_abortsSpreadOverTurns(self):
+        clock = Clock()
+        limits = Limits(clock)
+        aborted = []
+        transports = [AbortingTransport(aborted) for _ in range(2 * ABORT_BATCH + 1)]
+        aborts = [limits.close(transport) for transport in transports]
+        self.assertTrue(all(transport.disconnecting for transport in transports))
+        clock.advance(limits.closeGrace)
+        self.assertEqual(aborted, transports[:ABORT_BATCH])
+        clock.advance(ABORT_SPACING)
+        self.assertEqual(aborted, transports[: 2 * ABORT_BATCH])
+        clock.advance(ABORT_SPACING)
+        self.assertEqual(aborted, transports)
+        self.assertFalse(any(abort.active() for abort in aborts))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancelledWhileWaitingItsTurn(self):
+        """
+        A connection that goes while waiting for its batch is not aborted.
+        """
+        clock = Clock()
+        limits = Limits(clock)
+        aborted = []
+        transports = [AbortingTransport(aborted) for _ in range(ABORT_BATCH + 2)]
+        aborts = [limits.close(transport) for transport in transports]
+        clock.advance(limits.closeGrace)
+        self.assertTrue(aborts[-1].active())
+        aborts[-1].cancel()
+        self.assertFalse(aborts[-1].active())
+        clock.advance(ABORT_SPACING)
+        self.assertEqual(aborted, transports[:-1])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class KernelBufferTests(SynchronousTestCase):
+    """
+    L{limitKernelBuffer} caps a socket connection's kernel send buffer and
+    leaves other transports alone.
+    """
+
+    def test_socketConnection(self):
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        before = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        limitKernelBuffer(tcp.Connection(ours, None, MemoryReactor()), 8192)
+        after = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        self.assertLess(after, before)
+        # Linux doubles what it is given, for its bookkeeping.
+        self.assertIn(after, (8192, 16384))
+
+    def test_otherTransport(self):
+        transport = StringTransport()
+        limitKernelBuffer(transport, 8192)
+        self.assertEqual(transport.value(), b"")
 
 
 class ConnectionLimitTests(SynchronousTestCase):
@@ -253,6 +340,32 @@ class RelaySlowConsumerTests(SynchronousTestCase):
         self.sender.dataReceived(b"x\n")
         self.assertEqual(received(self.slowTransport), b"abcdefghi\nx\n")
         self.assertFalse(self.slowTransport.disconnecting)
+
+    def test_resumeWritesUntilPausedAgain(self):
+        """
+        A resumed reader is written what waited one chunk at a time until
+        its transport pauses it again; the rest stays queued, the very
+        chunks the other readers got, and counted as before.
+        """
+        self.slow.pauseProducing()
+        chunks = []
+        for line in (b"aaaa\n", b"bb\n", b"c\n"):
+            self.sender.dataReceived(line)
+            chunks.append(self.slow.queued[-1])
+        self.slowTransport.write = lambda data: (
+            StringTransport.write(self.slowTransport, data), self.slow.pauseProducing())
+        self.slow.resumeProducing()
+        self.assertEqual(received(self.slowTransport), b"aaaa\n")
+        self.assertEqual(len(self.slow.queued), 2)
+        self.assertIs(self.slow.queued[0], chunks[1])
+        self.assertIs(self.slow.queued[1], chunks[2])
+        self.assertEqual(self.slow.queuedSize, 5)
+        limits = self.factory.limits
+        self.assertEqual((limits.queued, limits.slowReaders), (5 + 2 * QUEUED_ENTRY, 1))
+        del self.slowTransport.write
+        self.slow.resumeProducing()
+        self.assertEqual(received(self.slowTransport), b"bb\nc\n")
+        self.assertEqual((limits.queued, limits.slowReaders), (0, 0))
 
     def test_noLimit(self):
         factory = RelayFactory(self.captured.log, LocalHub())

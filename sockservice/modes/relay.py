@@ -6,7 +6,7 @@ client goes, byte for byte, to every other client; never back to the sender.
 from twisted.internet.error import ConnectionDone
 
 from sockservice.wire.auth import UNAUTHORIZED
-from sockservice.wire.limits import QUEUED_ENTRY, limitBuffer
+from sockservice.wire.limits import QUEUED_ENTRY, limitBuffer, limitKernelBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
 
 TOO_SLOW = b"ERROR too slow\n"
@@ -15,6 +15,9 @@ TOO_SLOW = b"ERROR too slow\n"
 #: pauses and lines for it wait in L{RelayProtocol.queued}, shared with the
 #: other readers: 10,000 readers that never read hold this much each.
 TRANSPORT_BUFFER = 16 * 1024
+
+#: What the kernel may hold of a relay client's output (L{limitKernelBuffer}).
+KERNEL_BUFFER = 32 * 1024
 
 
 class RelayProtocol(LineProtocol):
@@ -44,6 +47,7 @@ class RelayProtocol(LineProtocol):
 
     def connectionMade(self):
         limitBuffer(self.transport, TRANSPORT_BUFFER)
+        pass  # TEMP
         LineProtocol.connectionMade(self)
         self.registerAsProducer()
         if self.factory.gate is None:
@@ -121,10 +125,21 @@ class RelayProtocol(LineProtocol):
             self.queued, self.queuedSize = [], 0
 
     def resumeProducing(self):
-        queued = self.queued
+        # One line chunk at a time, until the transport pauses again: the
+        # rest stays queued as the chunks shared with the other readers,
+        # so what the transport copies for this reader stays near its
+        # buffer size, not all that waited.
+        queued, cost = self.queued, self.queuedCost
         self._forgetQueued()
-        if queued:
-            self.transport.write(b"".join(queued))
+        for index, data in enumerate(queued or ()):
+            self.transport.write(data)
+            if self.queued is not None:
+                rest = queued[index + 1:]
+                size = sum(map(len, rest))
+                self.queued, self.queuedSize = rest, size
+                self.queuedCost = size + QUEUED_ENTRY * len(rest)
+                self.factory.limits.keepQueued(self.queuedCost)
+                return
 
     flushHeld = resumeProducing
 

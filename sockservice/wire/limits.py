@@ -5,6 +5,7 @@ the grace given to a closing connection before it is aborted.
 """
 
 import resource
+import socket
 from collections import Counter, OrderedDict
 
 from twisted.internet import protocol
@@ -24,6 +25,11 @@ QUEUED_FLOOR = 64 * 1024
 #: readers): its place in the queue, counted so that a flood of tiny lines
 #: is bounded too.
 QUEUED_ENTRY = 64
+
+#: Connections whose close grace ran out aborted in one go (L{AbortQueue}),
+#: and the seconds before the next go.
+ABORT_BATCH = 200
+ABORT_SPACING = 0.01
 
 
 def peerHost(address):
@@ -82,6 +88,7 @@ class Limits:
         self.maxPerIP = maxPerIP
         self.maxBuffer = maxBuffer
         self.closeGrace = closeGrace if clock is not None else 0
+        self.aborts = AbortQueue(clock) if clock is not None else None
         self.perHost = Counter()
         self.inputAllowance = inputAllowance
         self.maxInputHeld = maxInputHeld
@@ -169,6 +176,15 @@ class Limits:
         self.queued += nbytes
         return True
 
+    def keepQueued(self, queuedSize):
+        """
+        Count again the C{queuedSize} bytes a slow reader still holds of
+        what it was allowed before (L{chargeQueued}).
+        """
+        if queuedSize:
+            self.slowReaders += 1
+            self.queued += queuedSize
+
     def releaseQueued(self, queuedSize):
         """
         A slow reader's C{queuedSize} bytes were written or dropped.
@@ -202,7 +218,59 @@ class Limits:
         transport.loseConnection()
         if not self.closeGrace:
             return None
-        return self.clock.callLater(self.closeGrace, transport.abortConnection)
+        return PendingAbort(self.aborts, transport, self.closeGrace)
+
+
+class PendingAbort:
+    """
+    One connection to abort once its close grace runs out, unless cancelled
+    first: the grace's timer, then its place in the L{AbortQueue}.
+    """
+
+    def __init__(self, aborts, transport, delay):
+        self.aborts = aborts
+        self.transport = transport
+        self.timer = aborts.clock.callLater(delay, aborts.due, self)
+
+    def active(self):
+        return self.timer.active() or self in self.aborts.pending
+
+    def cancel(self):
+        if self.timer.active():
+            self.timer.cancel()
+        else:
+            del self.aborts.pending[self]
+
+
+class AbortQueue:
+    """
+    Aborts the connections whose close grace ran out, L{ABORT_BATCH} at a
+    time, L{ABORT_SPACING} seconds apart. Thousands refused in one instant
+    (readers dropped as too slow by one blast) time out in one instant too;
+    aborting them all in one turn of the event loop would keep everyone
+    else waiting for a second or more.
+
+    @ivar pending: the L{PendingAbort}s due, oldest first.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.pending = OrderedDict()
+        self._next = None
+
+    def due(self, abort):
+        self.pending[abort] = None
+        if self._next is None:
+            # The next turn, so that all those due in this one are queued.
+            self._next = self.clock.callLater(0, self._abortSome)
+
+    def _abortSome(self):
+        self._next = None
+        for _ in range(min(ABORT_BATCH, len(self.pending))):
+            abort, _ = self.pending.popitem(last=False)
+            abort.transport.abortConnection()
+        if self.pending:
+            self._next = self.clock.callLater(ABORT_SPACING, self._abortSome)
 
 
 class RefusedProtocol(protocol.Protocol):
@@ -243,6 +311,19 @@ def limitBuffer(transport, size):
     """
     if isinstance(transport, FileDescriptor):
         transport.bufferSize = size
+
+
+def limitKernelBuffer(transport, size):
+    """
+    Cap the kernel's send buffer of C{transport}'s socket at C{size} bytes
+    (Linux doubles it for its bookkeeping). On loopback the kernel sizes it
+    from the 64 KiB segment, to megabytes per connection: for thousands of
+    peers that never read, taking that much from each is gigabytes copied,
+    and seconds in which the event loop serves no one else. Other
+    transports (TLS, a test's) keep theirs.
+    """
+    if isinstance(transport, FileDescriptor):
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def cancelAbort(abort):
