@@ -366,6 +366,20 @@ class RealSystemdTests(SynchronousTestCase):
         self.assertIn("certificate of ssl:12346", journal)
         self.assertNotIn("Traceback", journal)
 
+        # A reload of a bad file changes nothing and logs one error, which
+        # journalctl -p warning shows (the lines carry their priority) while
+        # it leaves out the info lines.
+        self.sh("cp /etc/sockservice/sockservice.toml /root/before.toml && "
+                "echo 'max-line = \"x\"' >> /etc/sockservice/sockservice.toml && "
+                "systemctl reload sockservice && "
+                "cp /root/before.toml /etc/sockservice/sockservice.toml")
+        warnings = self.sh("journalctl -u sockservice -p warning --no-pager -o cat")
+        self.assertIn("reload failed, nothing changed: /etc/sockservice/sockservice.toml: "
+                      "max-line: ", warnings)
+        self.assertNotIn("reloaded /etc/sockservice/sockservice.toml", warnings)
+        self.assertNotIn("connection opened", warnings)
+        self.assertEqual(self.probe("greet", "12345"), repr(b"hello again\nnoted\n"))
+
         # kill -9 is restarted.
         self.sh(f"kill -9 {pid}")
         restarted = self.waitFor(
