@@ -23,6 +23,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(CHECKOUT, "docs", "deployment.md")
+#: Where the container sees a copy of the checkout.
+INSIDE_CHECKOUT = "/root/checkout"
 #: Host units that would start inside the container for nothing.
 MASKED = ("postgresql.service", "redis-server.service", "prometheus.service",
           "avahi-daemon.service", "cloud-init.service", "cloud-init-local.service",
@@ -273,6 +275,12 @@ class RealSystemdTests(SynchronousTestCase):
         done = run(sys.executable, "-m", "pip", "download", "-q", "-d",
                    self.container.root + self.wheels, CHECKOUT, "hatchling>=1.18", timeout=600)
         self.assertEqual(done.returncode, 0, done.stderr)
+        # The checkout may be under /tmp, which the container does not
+        # share: install from a copy in its /root.
+        ignored = shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "_trial_temp*"
+        )
+        shutil.copytree(CHECKOUT, self.container.root + INSIDE_CHECKOUT, ignore=ignored)
         self.container.boot(f"sockservice-test-{os.getpid()}")
         self.blocks = docsBlocks()
 
@@ -289,7 +297,7 @@ class RealSystemdTests(SynchronousTestCase):
         """
         Run the docs' block C{name} inside, from the checkout.
         """
-        return self.sh(f"cd {CHECKOUT}\n" + self.blocks[name].replace("sudo ", ""))
+        return self.sh(f"cd {INSIDE_CHECKOUT}\n" + self.blocks[name].replace("sudo ", ""))
 
     def probe(self, *args):
         """
