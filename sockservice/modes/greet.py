@@ -67,7 +67,8 @@ class GreetProtocol(LineProtocol):
         count = chunk.count(b"\n")
         if count * len(ack) > ACKS_PER_WRITE:
             return self._answerInBatches(ack, chunk, count)
-        self.send(ack * count)
+        # An ack is one line (the tap makes it so): count lines sent for free.
+        self.send(ack * count, count)
         self.factory.logMessages(self, chunk, count)
         return None
 

@@ -42,11 +42,12 @@ class Counters:
         self.droppedBytes = 0
         self.collected = 0
 
-    def sent(self, data):
+    def sent(self, data, lines=None):
         """
-        Count C{data} (whole lines) as written.
+        Count C{data} (whole lines, C{lines} of them if the caller knows)
+        as written.
         """
-        self.linesSent += data.count(b"\n")
+        self.linesSent += data.count(b"\n") if lines is None else lines
         self.bytesSent += len(data)
 
     def refusedWith(self, error):

@@ -150,12 +150,13 @@ class LineProtocol(protocol.Protocol):
         cancelAbort(self._abort)
         self.factory.connectionClosed(self, reason)
 
-    def send(self, data):
+    def send(self, data, lines=None):
         """
-        Write C{data}, straight to the socket when nothing is queued.
+        Write C{data} (C{lines} whole lines, if the caller knows how many),
+        straight to the socket when nothing is queued.
         """
         writeNow(self.transport, data)
-        self.factory.counters.sent(data)
+        self.factory.counters.sent(data, lines)
 
     def linesReceived(self, chunk):
         """
