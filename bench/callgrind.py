@@ -212,12 +212,14 @@ def fit(runs):
     perLine * lines} over C{runs} of C{(operations, lines, instructions)};
     return C{(perOperation, perLine)}. When the lines written do not vary
     apart from the operations (a short run logs every event), their cost is
-    part of the others and C{perLine} is L{None}.
+    part of the others and C{perLine} is L{None}; so it is when they vary
+    too little apart from them to be told apart, which shows as a negative
+    cost (no cost is below zero).
     """
     rows = [(1.0, float(n), float(lines)) for n, lines, _ in runs]
     values = [float(instructions) for _, _, instructions in runs]
     solution = _leastSquares(rows, values)
-    if solution is None:
+    if solution is None or min(solution[1:]) < 0:
         return _leastSquares([row[:2] for row in rows], values)[1], None
     return solution[1], solution[2]
 

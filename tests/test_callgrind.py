@@ -46,6 +46,19 @@ class FitTests(SynchronousTestCase):
         self.assertAlmostEqual(perOperation, 300, places=6)
         self.assertIsNone(perLine)
 
+    def test_linesNearlyPerOperation(self):
+        """
+        When the log lines follow the operations all but for a few, the
+        three-part fit can split the cost into a negative cost per
+        operation (as a real short run gave: -9,739 per greet reply); the
+        lines' cost then stays part of the operation's, fitted on the
+        operations alone.
+        """
+        runs = [(10, 10, 8_000), (60, 60, 23_000), (10, 14, 9_500), (60, 55, 21_000)]
+        perOperation, perLine = callgrind.fit(runs)
+        self.assertAlmostEqual(perOperation, 265, places=6)
+        self.assertIsNone(perLine)
+
     def test_fewNotBelowMany(self):
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
