@@ -44,6 +44,8 @@ class ConfigFileTests(SynchronousTestCase):
         The file holding C{text} ends the command with status 2 and the one
         line C{message}.
         """
+        self.stderr.truncate(0)
+        self.stderr.seek(0)
         self.write(text)
         with self.assertRaises(SystemExit) as caught:
             self.parse(*argv)
@@ -147,8 +149,6 @@ class ConfigFileTests(SynchronousTestCase):
             "max-lines = 5\n",
             f"{self.path}: max-lines: unknown key",
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             'config = "other.toml"\n',
             f"{self.path}: config: unknown key",
@@ -158,23 +158,15 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertFileError(
             'max-line = "10"\n', f"{self.path}: max-line: must be a whole number, not a string"
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError("greeting = 5\n", f"{self.path}: greeting: must be a string, "
                                                "not a whole number")
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             'log-messages = "yes"\n', f"{self.path}: log-messages: must be true or false, "
                                       "not a string"
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             "listen = [1]\n", f"{self.path}: listen: must be a list of strings, not [1]"
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             "websocket = 8080\n", f"{self.path}: websocket: must be a list of strings, not 8080"
         )
@@ -184,34 +176,24 @@ class ConfigFileTests(SynchronousTestCase):
             "max-line = 0\n",
             f"{self.path}: max-line: must be a whole number of 1 or more, not '0'",
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             'mode = "chat"\n',
             f"{self.path}: mode: unknown --mode 'chat': choose greet, collect or relay",
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             'listen = ["nope:1"]\n',
             f"{self.path}: listen: 'nope:1' is not a usable endpoint: "
             "Unknown endpoint type: 'nope'",
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             'websocket = ["tcp:1"]\nwebsocket-origin = ["chat.example.com"]\n',
             f"{self.path}: websocket-origin: 'chat.example.com' is not an origin "
             "like https://chat.example.com",
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             'websocket-origin = ["https://chat.example.com"]\n',
             f"{self.path}: websocket-origin: applies only with --websocket",
         )
-        self.stderr.truncate(0)
-        self.stderr.seek(0)
         self.assertFileError(
             'ack = "ok"\n', f"{self.path}: ack: applies only to --mode greet", "--mode", "relay"
         )
