@@ -293,6 +293,26 @@ class GreetTakingTurnsTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_batchFollowsAReloadedAck(self):
+        """
+        A batch is L{ACKS_PER_WRITE} bytes of the ack in force: after
+        C{setAck} (what a reload calls) a longer ack makes smaller batches.
+        """
+        clock = Clock()
+        factory = GreetFactory(CapturedLog(budget=0).log, greeting=b"", limits=Limits(clock))
+        proto, transport = connect(factory)
+        ack = b"a" * 4095 + b"\n"
+        factory.setAck(ack)
+        proto.dataReceived(b"x\n" * 3)
+        self.assertEqual(received(transport), ack * 2)
+        clock.advance(0)
+        self.assertEqual(received(transport), ack)
+        factory.setAck(b"b" * 9000 + b"\n")
+        proto.dataReceived(b"y\n" * 2)
+        self.assertEqual(received(transport), b"b" * 9000 + b"\n")
+        clock.advance(0)
+        self.assertEqual(received(transport), b"b" * 9000 + b"\n")
+
     def test_turnCancelledWhenGone(self):
         clock = Clock()
         factory = GreetFactory(CapturedLog().log, greeting=b"", limits=Limits(clock))

@@ -26,7 +26,7 @@ class CollectProtocol(LineProtocol):
         self.transport.write(data)
         self.factory.counters.sent(data)
 
-    def linesReceived(self, chunk):
+    def linesReceived(self, chunk, count):
         self._collect(chunk[: chunk.index(b"\n") + 1])
         self.stopTaking()
         self.transport.loseConnection()

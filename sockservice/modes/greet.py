@@ -4,6 +4,7 @@ greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 
 import re
 
+from sockservice.fastpath.directwrite import writeNow
 from sockservice.wire.limits import limitBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
 
@@ -56,20 +57,25 @@ class GreetProtocol(LineProtocol):
         )
         LineProtocol.resumeProducing(self)
 
-    def linesReceived(self, chunk):
+    def linesReceived(self, chunk, count):
         if not self.producing:
             # Not on connect: TLS pauses its producer until the handshake is
             # done, and pausing greet stops reading, which stalls the handshake.
             # Nor the buffer size: it would cost every idle connection memory.
             limitBuffer(self.transport, OUTPUT_BUDGET)
             self.registerAsProducer()
-        ack = self.factory.ack
-        count = chunk.count(b"\n")
-        if count * len(ack) > ACKS_PER_WRITE:
-            return self._answerInBatches(ack, chunk, count)
-        # An ack is one line (the tap makes it so): count lines sent for free.
-        self.send(ack * count, count)
-        self.factory.logMessages(self, chunk, count)
+        factory = self.factory
+        if count > factory.acksPerWrite:
+            return self._answerInBatches(factory.ack, chunk, count)
+        acks = factory.ack * count
+        writeNow(self.transport, acks)
+        # What send would count: an ack is one line (the tap makes it so).
+        counters = factory.counters
+        counters.linesSent += count
+        counters.bytesSent += len(acks)
+        logged = factory.log.take("received", count, len(chunk))
+        if logged:
+            factory.logTaken(self, chunk, count, logged)
         return None
 
     def _answerInBatches(self, ack, chunk, count):
@@ -79,7 +85,7 @@ class GreetProtocol(LineProtocol):
         transport's buffer, until it drains). Without a clock to take turns
         on, the batches go on until the transport pauses.
         """
-        perWrite = ACKS_PER_WRITE // len(ack) or 1
+        perWrite = self.factory.acksPerWrite
         clock = self.factory.limits.clock
         while count > perWrite:
             end = afterLines(chunk, perWrite)
@@ -110,6 +116,9 @@ class GreetProtocol(LineProtocol):
 class GreetFactory(LineFactory):
     """
     @ivar ack: the acknowledgement line, ending in LF.
+    @ivar acksPerWrite: how many acks one write may carry (L{ACKS_PER_WRITE}
+        bytes of them, at least one), worked out when C{ack} is set rather
+        than on every read.
     """
 
     mode = "greet"
@@ -119,4 +128,11 @@ class GreetFactory(LineFactory):
     def __init__(self, log, maxLine=65536, greeting=b"connect\n",
                  ack=b"Information Received\n", limits=None):
         super().__init__(log, maxLine, greeting, limits)
+        self.setAck(ack)
+
+    def setAck(self, ack):
+        """
+        Answer every line with C{ack} from now on (a reload may change it).
+        """
         self.ack = ack
+        self.acksPerWrite = ACKS_PER_WRITE // len(ack) or 1

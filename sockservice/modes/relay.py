@@ -57,7 +57,7 @@ class RelayProtocol(LineProtocol):
         self.member = True
         self.factory.hub.join(self)
 
-    def linesReceived(self, chunk):
+    def linesReceived(self, chunk, count):
         if not self.member:
             token, _, chunk = chunk.partition(b"\n")
             if not self.factory.gate.admits(token):

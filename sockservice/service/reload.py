@@ -119,8 +119,8 @@ class ReloadService(service.Service):
     def _apply(self, config):
         factory = self.factory
         factory.greeting = config.greeting
-        if hasattr(factory, "ack"):
-            factory.ack = config.ack
+        if hasattr(factory, "setAck"):
+            factory.setAck(config.ack)
         if hasattr(factory, "gate"):
             factory.gate = None if config.token is None else TokenGate(config.token)
         factory.maxLine = config.maxLine

@@ -158,9 +158,9 @@ class LineProtocol(protocol.Protocol):
         writeNow(self.transport, data)
         self.factory.counters.sent(data, lines)
 
-    def linesReceived(self, chunk):
+    def linesReceived(self, chunk, count):
         """
-        Called with one or more complete lines, each still ending in LF.
+        Called with C{count} complete lines, each still ending in LF.
 
         @return: L{None}, or the end of C{chunk} not taken yet (when the
             protocol was paused while answering): it waits, with the
@@ -182,39 +182,46 @@ class LineProtocol(protocol.Protocol):
         connection that would exceed it is refused as well. After a
         refusal, while draining or once done, what arrives is discarded.
         """
-        self.factory.counters.bytesReceived += len(data)
+        factory = self.factory
+        factory.counters.bytesReceived += len(data)
         if not self.taking:
             return
         if self._pending:
             data = self._pending + data
-        maxLine = self.factory.maxLine
+        maxLine = factory.maxLine
         if data[-1:] == b"\n" and len(data) <= maxLine + 1:
             # The usual read, whole lines that cannot be too long: what
             # splitLines would return, without the call.
             lines, rest, refused = data, b"", False
         else:
             lines, rest, refused = splitLines(data, maxLine)
-        if self.paused and not refused:
-            self._hold(data)
-            return
-        if lines and not self.paused:
+        if self.paused:
+            if not refused:
+                self._hold(data)
+                return
+        elif lines:
             if self._idle is not None:
                 self._idle.touch(self)
-            untaken = self.linesReceived(lines)
-            # Lines left untaken come back from resumeProducing: counted then.
-            self.factory.counters.linesReceived += lines.count(b"\n") - (
-                untaken.count(b"\n") if untaken else 0
-            )
-            if not self.taking:
+            count = lines.count(b"\n")
+            untaken = self.linesReceived(lines, count)
+            if untaken is None:
+                factory.counters.linesReceived += count
+                if not (rest or self._pending):
+                    # All taken, nothing refused (a refusal leaves a rest).
+                    return
+            else:
+                # Lines left untaken come back from resumeProducing: counted then.
+                factory.counters.linesReceived += count - untaken.count(b"\n")
+                if self.taking:
+                    self._hold(untaken + rest)
                 return
-            if untaken:
-                self._hold(untaken + rest)
+            if not self.taking:
                 return
         if refused:
             self.refuse(
                 LINE_TOO_LONG,
                 "line too long from {peer} (over {maxLine} bytes): closing",
-                maxLine=self.factory.maxLine,
+                maxLine=maxLine,
             )
         elif rest or self._pending:
             self._hold(rest)
@@ -429,8 +436,14 @@ class LineFactory(protocol.Factory):
         it (L{messageFormat}), folding what the log budget cannot take.
         """
         logged = self.log.take("received", count, len(chunk))
-        if not logged:
-            return
+        if logged:
+            self.logTaken(proto, chunk, count, logged)
+
+    def logTaken(self, proto, chunk, count, logged):
+        """
+        The rest of L{logMessages}, once the log's budget granted C{logged}
+        of the C{count} lines: log those, fold the others.
+        """
         parts = chunk.split(b"\n", logged)
         if logged < count:
             self.log.fold("received", count - logged, len(parts[-1]))
