@@ -2,11 +2,13 @@
 greet mode on a string transport: the seed 000 exchange, byte for byte.
 """
 
-from twisted.trial.unittest import SynchronousTestCase
+import socket
 
+from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.modes.greet import ACKS_PER_WRITE, OUTPUT_BUDGET, GreetFactory
 from sockservice.wire.limits import Limits, limitBuffer
@@ -320,3 +322,52 @@ class GreetTakingTurnsTests(SynchronousTestCase):
         proto.dataReceived(b"\n" * 20000)
         disconnect(proto)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class GreetNonReaderOnASocketTests(SynchronousTestCase):
+    """
+    A client that sends bare newlines as fast as it can and never reads,
+    on a real loopback socket under Twisted's own TCP transport: what the
+    server holds for it (input not answered yet, acks waiting to be sent)
+    stays within 64 KiB from its first read on.
+    """
+
+    def test_heldWithin64KiB(self):
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = socket.create_connection(listener.getsockname())
+            server, address = listener.accept()
+        self.addCleanup(client.close)
+        self.addCleanup(server.close)
+        # Small kernel buffers both ways (as a distant peer's window would
+        # make them), so what the server holds is in the process.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.setblocking(False)
+        flood = b"\n" * (1 << 20)
+        sent = client.send(flood)
+        clock = Clock()
+        factory = GreetFactory(CapturedLog(budget=0).log, greeting=b"", limits=Limits(clock))
+        reactor = MemoryReactor()
+        proto = factory.buildProtocol(address)
+        transport = tcp.Server(server, proto, address, None, 1, reactor)
+        proto.makeConnection(transport)
+        held = []
+        for _ in range(200):
+            if transport in reactor.readers:
+                transport.doRead()
+            clock.advance(0)
+            if transport in reactor.writers:
+                transport.doWrite()
+            held.append(
+                len(proto.pendingPartialLine())
+                + len(transport.dataBuffer)
+                + sum(map(len, transport._tempDataBuffer))
+            )
+            try:
+                sent += client.send(flood)
+            except BlockingIOError:
+                pass
+        self.assertTrue(proto.paused)
+        self.assertNotIn(transport, reactor.readers)
+        self.assertGreater(max(held), OUTPUT_BUDGET)
+        self.assertLessEqual(max(held), 64 * 1024)

@@ -57,12 +57,15 @@ class GreetProtocol(LineProtocol):
         )
         LineProtocol.resumeProducing(self)
 
+    def connectionMade(self):
+        # Before the first read, which would otherwise take 64 KiB at once.
+        limitBuffer(self.transport, OUTPUT_BUDGET)
+        LineProtocol.connectionMade(self)
+
     def linesReceived(self, chunk, count):
         if not self.producing:
             # Not on connect: TLS pauses its producer until the handshake is
             # done, and pausing greet stops reading, which stalls the handshake.
-            # Nor the buffer size: it would cost every idle connection memory.
-            limitBuffer(self.transport, OUTPUT_BUDGET)
             self.registerAsProducer()
         factory = self.factory
         if count > factory.acksPerWrite:
