@@ -12,11 +12,14 @@ alone reproduces the ratios.
     .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000]
                                   [--reactor directepoll epoll ...]
                                   [--server-args '--max-line 1024'] [--only greet-1 ...]
-                                  [--metrics]
+                                  [--metrics] [--baseline OLD/venv/bin/twistd]
 
 Each reactor named gets its own sockservice server, measured in the same
 rounds as the reference; with --metrics, a second one per reactor serves
 /metrics (named REACTOR+metrics), scraped every second while measured.
+With --baseline, an earlier sockservice (another checkout's venv) is
+measured in the same rounds too, under the first reactor, so a change is
+compared with the code before it on equal terms.
 
 Only figures from one run compare: the machine may be busy with other work.
 """
@@ -71,6 +74,9 @@ LOAD_FIGURES = [
     Figure("relay", "relay deliveries/s (50 clients, 10 senders)", "relay",
            ["relay", "-c", "50", "-s", "10", "-w", "16"], 0.35),
 ]
+#: The name of the server that --baseline runs.
+BASELINE = "baseline"
+
 IDLE = Figure("idle", "memory per idle connection", "greet", None, 2048)
 FIGURES = {figure.name: figure for figure in LOAD_FIGURES + [IDLE]}
 C_MODES = {"greet": "ack", "relay": "relay"}
@@ -107,7 +113,14 @@ def parseArguments(argv):
     parser.add_argument("--metrics", action="store_true",
                         help="also measure each reactor's server with --metrics on, "
                              "scraped every second")
-    return parser.parse_args(argv)
+    parser.add_argument("--baseline", metavar="TWISTD",
+                        help="also measure the sockservice that this twistd runs (an earlier "
+                             "checkout's venv/bin/twistd), under the first --reactor, in the same "
+                             "rounds: the figures a change must not fall behind")
+    arguments = parser.parse_args(argv)
+    if arguments.baseline and not os.access(arguments.baseline, os.X_OK):
+        parser.error(f"--baseline {arguments.baseline}: not an executable twistd")
+    return arguments
 
 
 def findTools(tools):
@@ -264,7 +277,7 @@ class Bench:
         self.workdir = workdir
         self.measured = arguments.reactor + (
             [f"{reactor}+metrics" for reactor in arguments.reactor] if arguments.metrics else []
-        )
+        ) + ([BASELINE] if arguments.baseline else [])
         self.names = ["C"] + self.measured
 
     def startC(self, mode):
@@ -273,8 +286,11 @@ class Bench:
                       self.workdir, port)
 
     def startSockservice(self, mode, name):
-        reactor, metrics, _ = name.partition("+metrics")
-        argv = [twistdCommand(), "-n", "--pidfile="]
+        twistd, reactor = twistdCommand(), name
+        if name == BASELINE:
+            twistd, reactor = self.arguments.baseline, self.arguments.reactor[0]
+        reactor, metrics, _ = reactor.partition("+metrics")
+        argv = [twistd, "-n", "--pidfile="]
         if reactor != "default":
             argv += ["--reactor", reactor]
         argv += ["sockservice", "--mode", mode, "--interface", "127.0.0.1", "--port", "0"]

@@ -107,3 +107,42 @@ class FormatTableTests(SynchronousTestCase):
                 "| 4.00 KB | 0.30 |  | <= 2 KB |  |  |",
             ],
         )
+
+
+class BaselineTests(SynchronousTestCase):
+    """
+    C{--baseline TWISTD} measures an earlier sockservice beside this one, in
+    the same rounds, under the first reactor named.
+    """
+
+    def servers(self, argv):
+        started = []
+        self.patch(run, "Server", lambda name, argv, workdir: started.append((name, argv)))
+        bench = run.Bench(run.parseArguments(argv), {}, Path("."))
+        for name in bench.measured:
+            bench.startSockservice("greet", name)
+        return bench.measured, started
+
+    def test_measuredBesideThisOne(self):
+        old = sys.executable  # any executable stands for the other twistd
+        measured, started = self.servers(["--reactor", "directepoll", "epoll", "--baseline", old])
+        self.assertEqual(measured, ["directepoll", "epoll", "baseline"])
+        ours = run.twistdCommand()
+        tail = ["sockservice", "--mode", "greet", "--interface", "127.0.0.1", "--port", "0"]
+        self.assertEqual(started, [
+            ("sockservice-greet-directepoll",
+             [ours, "-n", "--pidfile=", "--reactor", "directepoll", *tail]),
+            ("sockservice-greet-epoll", [ours, "-n", "--pidfile=", "--reactor", "epoll", *tail]),
+            ("sockservice-greet-baseline",
+             [old, "-n", "--pidfile=", "--reactor", "directepoll", *tail]),
+        ])
+
+    def test_notExecutable(self):
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        error = self.assertRaises(SystemExit, run.parseArguments, ["--baseline", "/nonexistent"])
+        self.assertEqual(error.code, 2)
+        self.assertEqual(
+            stderr.getvalue().splitlines()[-1],
+            "bench/run.py: error: --baseline /nonexistent: not an executable twistd",
+        )
