@@ -316,6 +316,24 @@ class SecondSignalTests(SynchronousTestCase):
         self.assertEqual(self.reactorStops, [signal.SIGINT])
         self.assertAborted("SIGTERM")
 
+    def test_ignoredSignalStaysIgnored(self):
+        """
+        A signal the process inherited as ignored (SIGINT in a shell's
+        background job), for which the reactor installed no handler, is
+        left ignored: taking it over would make it start a stop that never
+        comes, and the SIGTERM after it an abort that leaves the reactor
+        running.
+        """
+        signals = FakeSignals()
+        signals.signal(signal.SIGINT, signal.SIG_IGN)
+        signals.signal(signal.SIGTERM, lambda number, frame: self.reactorStops.append(number))
+        reactor = ThreadCallingReactor()
+        SecondSignalService(self.factory, reactor, signals).startService()
+        reactor.run()
+        self.assertIs(signals.handlers[signal.SIGINT], signal.SIG_IGN)
+        signals.handlers[signal.SIGTERM](signal.SIGTERM, None)
+        self.assertEqual(self.reactorStops, [signal.SIGTERM])
+
     def test_abortWhenStoppingAnyway(self):
         """
         Once the service stops for another reason (collect mode done), the

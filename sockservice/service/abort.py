@@ -35,8 +35,13 @@ class SecondSignalService(service.Service):
 
     def _takeOver(self):
         for number in (self._signals.SIGINT, self._signals.SIGTERM):
-            self._reactorHandlers[number] = self._signals.getsignal(number)
-            self._signals.signal(number, self._received)
+            handler = self._signals.getsignal(number)
+            # Only what the reactor handles: a signal inherited as ignored
+            # (SIGINT in a shell's background job) stays ignored, or the
+            # first one would stop nothing and the next abort to no end.
+            if callable(handler):
+                self._reactorHandlers[number] = handler
+                self._signals.signal(number, self._received)
 
     def stopService(self):
         service.Service.stopService(self)
@@ -48,9 +53,7 @@ class SecondSignalService(service.Service):
             self._reactor.callFromThread(self.abort, self._signals.Signals(number).name)
             return
         self._stopping = True
-        reactorHandler = self._reactorHandlers[number]
-        if callable(reactorHandler):
-            reactorHandler(number, frame)
+        self._reactorHandlers[number](number, frame)
 
     def abort(self, name):
         """
