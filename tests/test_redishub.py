@@ -149,6 +149,13 @@ class RedisHubTests(SynchronousTestCase):
         reader, rt = self.connectReader()
         return writer, wt, reader, rt
 
+    def dueNow(self):
+        """
+        The calls the hub scheduled for the next reactor iteration.
+        """
+        now = self.clock.seconds()
+        return [call for call in self.clock.getDelayedCalls() if call.getTime() <= now]
+
     def lose(self, *protos):
         for proto in protos:
             proto.connectionLost(Failure(ConnectionLost()))
@@ -157,9 +164,9 @@ class RedisHubTests(SynchronousTestCase):
         """
         A chunk goes to the other local members at once and, once, to the
         stream with this node's id, the sender's number and the node's
-        number of its last line. Chunks that come while an append waits for
-        Redis make one entry (sender 0 if from several) once it is
-        confirmed.
+        number of its last line, when the reactor has handled the reads that
+        came with it. Chunks that come while an append waits for Redis make
+        one entry (sender 0 if from several) once it is confirmed.
         """
         a, b, c = Member(), Member(), Member()
         for member in (a, b, c):
@@ -168,24 +175,55 @@ class RedisHubTests(SynchronousTestCase):
         writer, wt, reader, rt = self.connectBoth()
         self.hub.publish(b, b"\x00\xff\r\n2\n")
         self.assertEqual((a.got, b.got, c.got), ([b"\x00\xff\r\n2\n"], [], [b"\x00\xff\r\n2\n"]))
+        self.assertEqual(received(wt), b"")
+        self.clock.advance(0)
         self.assertEqual(received(wt), xadd(pack(NODE, 2, 2, b"\x00\xff\r\n2\n")))
         self.hub.publish(a, b"3\n")
         self.hub.publish(a, b"4\n")
+        self.clock.advance(0)
         self.assertEqual(received(wt), b"")
         writer.dataReceived(reply(b"1-0"))
-        self.assertEqual(received(wt), xadd(pack(NODE, 1, 4, b"3\n4\n")))
         self.hub.publish(a, b"5\n")
-        self.hub.publish(c, b"6\n")
-        writer.dataReceived(reply(b"1-1"))
-        self.assertEqual(received(wt), xadd(pack(NODE, 0, 6, b"5\n6\n")))
-        writer.dataReceived(reply(b"1-2"))
         self.assertEqual(received(wt), b"")
-        self.assertEqual(b.got, [b"3\n", b"4\n", b"5\n", b"6\n"])
+        self.clock.advance(0)
+        self.assertEqual(received(wt), xadd(pack(NODE, 1, 5, b"3\n4\n5\n")))
+        self.hub.publish(a, b"6\n")
+        self.hub.publish(c, b"7\n")
+        writer.dataReceived(reply(b"1-1"))
+        self.clock.advance(0)
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 7, b"6\n7\n")))
+        writer.dataReceived(reply(b"1-2"))
+        self.clock.advance(0)
+        self.assertEqual(received(wt), b"")
+        self.assertEqual(b.got, [b"3\n", b"4\n", b"5\n", b"6\n", b"7\n"])
+
+    def test_readsOfOneIterationOneEntry(self):
+        """
+        Reads from several clients that the reactor handles in one
+        iteration, Redis idle, become one entry and one XADD, at the start
+        of the next iteration.
+        """
+        a, b, c = Member(), Member(), Member()
+        for member in (a, b, c):
+            self.hub.join(member)
+        self.start()
+        writer, wt, reader, rt = self.connectBoth()
+        for member, data in ((a, b"1\n2\n"), (b, b"3\n"), (c, b"4\n"), (a, b"5\n")):
+            self.hub.publish(member, data)
+        self.assertEqual(received(wt), b"")
+        self.assertEqual(self.hub.stats()["outboxBytes"], 10)
+        self.clock.advance(0)
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 5, b"1\n2\n3\n4\n5\n")))
+        self.hub.publish(b, b"6\n")
+        writer.dataReceived(reply(b"1-0"))
+        self.clock.advance(0)
+        self.assertEqual(received(wt), xadd(pack(NODE, 2, 6, b"6\n")))
+        self.assertEqual(self.dueNow(), [])
 
     def test_batchBounded(self):
         """
-        An entry gathered while an append waits grows to BATCH_BYTES and
-        one read more at most.
+        An entry grows to BATCH_BYTES and one read more at most: then it is
+        appended at once, in the same iteration.
         """
         self.start()
         writer, wt, reader, rt = self.connectBoth()
@@ -193,10 +231,13 @@ class RedisHubTests(SynchronousTestCase):
         for n in range(4):
             self.hub.publish(None, big)
         self.assertEqual(
-            received(wt), xadd(pack(NODE, 0, 1, big)) + xadd(pack(NODE, 0, 3, big + big))
+            received(wt), xadd(pack(NODE, 0, 2, big + big)) + xadd(pack(NODE, 0, 4, big + big))
         )
+        self.assertEqual(self.dueNow(), [])
+        self.hub.publish(None, big)
         writer.dataReceived(reply(b"1-0") + reply(b"1-1"))
-        self.assertEqual(received(wt), xadd(pack(NODE, 0, 4, big)))
+        self.clock.advance(0)
+        self.assertEqual(received(wt), xadd(pack(NODE, 0, 5, big)))
 
     def test_othersOnceInOrderOwnNever(self):
         """
@@ -312,6 +353,7 @@ class RedisHubTests(SynchronousTestCase):
         self.endpoint.refuse()
         for n in range(4):
             self.hub.publish(a, b"%d" % n * 20 + b"\n" + b"%d" % n * 10 + b"\n")
+            self.clock.advance(0)
         self.assertEqual(len(b.got), 4)
         self.assertEqual(
             (self.hub.outbox.lost, self.hub.outbox.lostLines, self.hub.outbox.lostBytes),
@@ -338,6 +380,7 @@ class RedisHubTests(SynchronousTestCase):
         self.start()
         writer, wt, reader, rt = self.connectBoth()
         self.hub.publish(None, b"x\n")
+        self.clock.advance(0)
         writer.dataReceived(b"-OOM command not allowed when used memory > 'maxmemory'.\r\n")
         self.assertEqual(self.hub.outbox.lostLines, 1)
         self.assertEqual(
@@ -358,8 +401,10 @@ class RedisHubTests(SynchronousTestCase):
         writer, wt, reader, rt = self.connectBoth()
         reader.dataReceived(entries((b"7-0", pack(OTHER, 1, 1, b"before\n"))))
         self.hub.publish(a, b"1\n")
+        self.clock.advance(0)
         self.lose(writer, reader)
         self.hub.publish(a, b"2\n")
+        self.clock.advance(0)
         self.assertEqual(self.endpoint.attempts, [])
         self.clock.advance(1)
         writer, wt = self.connectWriter()
@@ -468,6 +513,7 @@ class RedisHubTests(SynchronousTestCase):
         self.start()
         writer, wt = self.connectWriter()
         self.hub.publish(None, b"mine\n")
+        self.clock.advance(0)
         self.assertEqual(received(wt), xadd(pack(NODE, 0, 1, b"mine\n")))
         reader, rt = self.endpoint.accept()
         self.assertEqual(received(rt), command(b"XINFO", b"STREAM", b"chan"))

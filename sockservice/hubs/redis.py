@@ -117,10 +117,11 @@ class _KeepsLostReason:
 
 class _Connection(_KeepsLostReason, txredisapi.RedisProtocol):
     """
-    Overrides txredisapi's private C{BaseRedisProtocol._build_command}
-    (1.6; the package is pinned below 2): it encodes each argument through
-    a chain of type checks and C{str.format}, a seventh of a busy node's
-    time. This hub's arguments are only bytes, str and int.
+    Overrides two methods of txredisapi's C{BaseRedisProtocol} (1.6; the
+    package is pinned below 2): C{_build_command} (private), which encodes
+    each argument through a chain of type checks and C{str.format}, a
+    seventh of a busy node's time (this hub's arguments are only bytes, str
+    and int), and C{tryConvertData}.
     """
 
     def connectionMade(self):
@@ -131,6 +132,14 @@ class _Connection(_KeepsLostReason, txredisapi.RedisProtocol):
         noDelay(self.transport)
         self.transport = _WritesNow(self.transport)
         return super().connectionMade()
+
+    def tryConvertData(self, data):
+        """
+        Replies as hiredis parsed them: with no charset and no number
+        conversion, txredisapi's own would only copy every list of a reply,
+        entry by entry.
+        """
+        return data
 
     def _build_command(self, *args, **kwargs):
         parts = [b"*%d\r\n" % len(args)]
@@ -198,7 +207,7 @@ class RedisHub(service.Service):
         self.retain = retain
         self.log = log
         self.node = node or uuid4().hex[:16].encode()
-        self.outbox = Outbox(outboxLimit, self._dropped, self._appendBatch)
+        self.outbox = Outbox(outboxLimit, self._dropped, self._appendSoon)
         self.lastId = None
         self.missed = 0
         self.resets = 0
@@ -208,6 +217,7 @@ class RedisHub(service.Service):
         self._batch = []
         self._batchSize = 0
         self._batchSender = 0
+        self._appending = None
         self._lastLines = OrderedDict()
         self._gapCause = GAP_CAUSE
         self._senders = {}
@@ -242,9 +252,10 @@ class RedisHub(service.Service):
     def publish(self, sender, data):
         """
         Deliver C{data} to the other local members now, and append it once
-        for the other nodes: at once, or, while an append is waiting for
-        Redis, with what else comes meanwhile (up to L{BATCH_BYTES}) as soon
-        as Redis has confirmed it: under load, one entry, one command and
+        for the other nodes, with what else comes meanwhile (up to
+        L{BATCH_BYTES}): once the reactor has handled the other reads that
+        arrived with it, or, while an append is waiting for Redis, as soon
+        as Redis has confirmed it. Under load, one entry, one command and
         one reply for many reads.
         """
         self.local.publish(sender, data)
@@ -254,10 +265,24 @@ class RedisHub(service.Service):
             self._batchSender = 0
         self._batch.append(data)
         self._batchSize += len(data)
-        if not self.outbox.sending or self._batchSize >= BATCH_BYTES:
+        if self._batchSize >= BATCH_BYTES:
             self._appendBatch()
+        elif not self.outbox.sending:
+            self._appendSoon()
+
+    def _appendSoon(self):
+        """
+        Append the batch at the start of the next reactor iteration: after
+        every read that came with this one, before the reactor waits again.
+        """
+        if self._appending is None:
+            self._appending = self._clock.callLater(0, self._appendBatch)
 
     def _appendBatch(self):
+        if self._appending is not None:
+            if self._appending.active():
+                self._appending.cancel()
+            self._appending = None
         if not self._batch:
             return
         data = b"".join(self._batch)
