@@ -4,12 +4,19 @@ nodes on one Redis stream, next to one node without a backplane, on this
 machine, at each window in one run, with the cross-node to single-node ratio.
 
     .venv/bin/python bench/crossnode.py [--senders 4] [--receivers 8] [--windows 1 16] [--seconds 5]
+                                        [--rounds 1] [--baseline CHECKOUT]
 
 Self-contained: starts its own redis-server (Debian's package) on a free
 loopback port, and the relay nodes with the twistd beside this interpreter;
-stops them all when done. Senders keep at most --window messages each not
+stops them all when done. With --baseline (another checkout of this
+repository, say `git worktree add /tmp/base main`), two more nodes run that
+checkout's code on a stream of their own, and each round measures both
+versions' cross-node scenarios one after the other (which goes first
+alternates), so that on a shared machine the two see the same load. Senders keep at most --window messages each not
 yet received by every receiver; a message carries its send time, so latency
-is from send to each receipt. Traffic stays on 127.0.0.1 and each scenario
+is from send to each receipt. The CPU time the servers (relay nodes and
+Redis) took per line sent tells the versions apart where the rates, on a
+shared machine, do not. Traffic stays on 127.0.0.1 and each scenario
 stops after --seconds.
 """
 
@@ -27,7 +34,10 @@ import tempfile
 import time
 
 SCENARIOS = itertools.count()
+SINGLE = "one node, no backplane"
 ACROSS = "across nodes (send on one, receive on two)"
+OF_TWO = "one node of two, with Redis"
+BASELINE = " (baseline)"
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 READING = b": reading "
 
@@ -63,25 +73,43 @@ class Processes:
         self.directory = tempfile.mkdtemp(prefix="crossnode-")
         self.children = []
 
-    def start(self, name, argv):
+    def start(self, name, argv, env=None):
         logPath = os.path.join(self.directory, name + ".log")
         with open(logPath, "wb") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory, env=env
             )
         self.children.append(process)
         return process, logPath
 
-    def relay(self, name, *args):
+    def relay(self, name, *args, checkout=None):
+        """
+        Start a relay node, of the code in C{checkout} if given; return its
+        port once it listens (and reads the stream, with a backplane).
+        """
+        env = None
+        if checkout is not None:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(checkout)}
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         process, logPath = self.start(name, [
             twistd, "-n", "--pidfile=", "sockservice", "--mode", "relay",
             "--interface", "127.0.0.1", "--port", "0", *args,
-        ])
+        ], env)
         port = int(waitFor(process, logPath, LISTENING).group(1))
         if args:
             waitFor(process, logPath, READING)
         return port
+
+    def cpuSeconds(self):
+        """
+        The CPU time (user and system) that the children used so far.
+        """
+        ticks = 0
+        for process in self.children:
+            with open(f"/proc/{process.pid}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         for process in self.children:
@@ -177,17 +205,38 @@ class Driver:
             self._fill(sender)
 
 
-def measure(name, senderPort, receiverPort, options, window):
+def measure(name, processes, senderPort, receiverPort, options, window):
+    """
+    One scenario's row: its name, deliveries a second, p50 and p99 latency
+    in ms, the CPU time the servers (nodes and Redis) took per line sent, in
+    µs, and the lines out of their sender's order.
+    """
     driver = Driver(senderPort, receiverPort, options.senders, options.receivers, window)
+    cpu = processes.cpuSeconds()
     elapsed = driver.run(options.seconds)
+    cpu = processes.cpuSeconds() - cpu
     latencies = sorted(driver.latencies) or [0]
+    lines = driver.deliveries / options.receivers
     return (
         name,
         driver.deliveries / elapsed,
         latencies[len(latencies) // 2] / 1e6,
         latencies[int(len(latencies) * 0.99)] / 1e6,
+        cpu * 1e6 / lines if lines else 0,
         driver.bad,
     )
+
+
+def crossScenarios(processes, one, two, options, window, label=""):
+    """
+    The two scenarios with a backplane, on nodes C{one} and C{two}.
+    """
+    # Across nodes before one node of two: what that sends on node one also
+    # reaches node two, which would still be reading it.
+    return [
+        (window,) + measure(ACROSS + label, processes, one, two, options, window),
+        (window,) + measure(OF_TWO + label, processes, one, one, options, window),
+    ]
 
 
 def main():
@@ -196,13 +245,19 @@ def main():
     parser.add_argument("--receivers", type=int, default=8)
     parser.add_argument("--windows", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also measure the nodes of this checkout, alternating")
     options = parser.parse_args()
     redisServer = shutil.which("redis-server")
     if redisServer is None:
         raise SystemExit("crossnode: redis-server is not installed (apt-get install redis-server)")
+    if options.baseline and not os.path.isdir(os.path.join(options.baseline, "sockservice")):
+        raise SystemExit(f"crossnode: no sockservice package in {options.baseline}")
     # Stopped with SIGTERM, still stop the servers it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     processes = Processes()
+    rounds = []
     try:
         redisPort = freePort()
         redis, redisLog = processes.start("redis", [
@@ -212,17 +267,21 @@ def main():
         waitFor(redis, redisLog, b"Ready to accept connections")
         backplane = ("--backplane", f"redis://127.0.0.1:{redisPort}")
         single = processes.relay("single")
-        one = processes.relay("one", *backplane)
-        two = processes.relay("two", *backplane)
-        rows = []
-        for window in options.windows:
-            # Across nodes before one node of two: what that sends on node
-            # one also reaches node two, which would still be reading it.
-            rows += [
-                (window,) + measure("one node, no backplane", single, single, options, window),
-                (window,) + measure(ACROSS, one, two, options, window),
-                (window,) + measure("one node of two, with Redis", one, one, options, window),
-            ]
+        versions = [("", processes.relay("one", *backplane), processes.relay("two", *backplane))]
+        if options.baseline:
+            # A stream of their own: neither pair reads what the other sends.
+            baseline = (*backplane, "--channel", "sockservice:baseline")
+            versions.append((BASELINE, *(
+                processes.relay(name, *baseline, checkout=options.baseline)
+                for name in ("baseline-one", "baseline-two")
+            )))
+        for number in range(options.rounds):
+            rows = []
+            for window in options.windows:
+                rows.append((window,) + measure(SINGLE, processes, single, single, options, window))
+                for label, one, two in versions[number % 2:] + versions[:number % 2]:
+                    rows += crossScenarios(processes, one, two, options, window, label)
+            rounds.append(rows)
     finally:
         processes.stop()
     version = subprocess.run([redisServer, "--version"], capture_output=True).stdout.split()[2]
@@ -230,14 +289,19 @@ def main():
         f"{options.senders} senders, {options.receivers} receivers, "
         f"{options.seconds:g}s each, redis-server {version.decode()} (Redis streams)"
     )
-    print(f"{'window':>6} {'scenario':45} {'deliveries/s':>13} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'out of order':>13}")
-    for window, name, rate, p50, p99, bad in rows:
-        print(f"{window:6d} {name:45} {rate:13.0f} {p50:8.2f} {p99:8.2f} {bad:13d}")
-    for window in options.windows:
-        rates = {name: rate for w, name, rate, *_ in rows if w == window}
-        print(f"window {window}: across nodes / one node = "
-              f"{rates[ACROSS] / rates['one node, no backplane']:.2f}")
+    for number, rows in enumerate(rounds, 1):
+        if len(rounds) > 1:
+            print(f"round {number}")
+        print(f"{'window':>6} {'scenario':56} {'deliveries/s':>13} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'CPU µs/line':>12} {'out of order':>13}")
+        for window, name, rate, p50, p99, cpu, bad in rows:
+            print(f"{window:6d} {name:56} {rate:13.0f} {p50:8.2f} {p99:8.2f} {cpu:12.1f} {bad:13d}")
+        for window in options.windows:
+            rates = {name: rate for w, name, rate, *_ in rows if w == window}
+            print(f"window {window}: across nodes / one node = " + ", ".join(
+                f"{rates[ACROSS + label] / rates[SINGLE]:.2f}{label}"
+                for label in ("", BASELINE) if ACROSS + label in rates
+            ))
 
 
 if __name__ == "__main__":
