@@ -28,6 +28,7 @@ import selectors
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -297,11 +298,29 @@ def main():
         for window, name, rate, p50, p99, cpu, bad in rows:
             print(f"{window:6d} {name:56} {rate:13.0f} {p50:8.2f} {p99:8.2f} {cpu:12.1f} {bad:13d}")
         for window in options.windows:
-            rates = {name: rate for w, name, rate, *_ in rows if w == window}
             print(f"window {window}: across nodes / one node = " + ", ".join(
-                f"{rates[ACROSS + label] / rates[SINGLE]:.2f}{label}"
-                for label in ("", BASELINE) if ACROSS + label in rates
+                f"{ratio:.2f}{label}" for label, ratio in ratios(rows, window)
             ))
+    if len(rounds) > 1:
+        for window in options.windows:
+            byLabel = {}
+            for rows in rounds:
+                for label, ratio in ratios(rows, window):
+                    byLabel.setdefault(label, []).append(ratio)
+            print(f"window {window}, median of {len(rounds)} rounds: across nodes / one node = "
+                  + ", ".join(f"{statistics.median(r):.2f}{label}" for label, r in byLabel.items()))
+
+
+def ratios(rows, window):
+    """
+    Each version's cross-node rate over the one node's, at C{window}, in
+    one round's C{rows}: C{(label, ratio)} pairs.
+    """
+    rates = {name: rate for w, name, rate, *_ in rows if w == window}
+    return [
+        (label, rates[ACROSS + label] / rates[SINGLE])
+        for label in ("", BASELINE) if ACROSS + label in rates
+    ]
 
 
 if __name__ == "__main__":
