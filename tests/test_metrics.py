@@ -304,10 +304,13 @@ class BackplaneTests(SynchronousTestCase):
         self.assertEqual([scraped(name) for name in names], [1, 0, 0, 0, 0])
         a, _ = connect(factory, 5001)
         a.dataReceived(b"unconfirmed\n")
+        self.assertEqual([scraped(name) for name in names], [1, len(b"unconfirmed\n"), 0, 0, 0])
+        self.clock.advance(0)
         waiting = len(pack(NODE, 1, 1, b"unconfirmed\n"))
         self.assertEqual([scraped(name) for name in names], [1, waiting, 0, 0, 0])
         writer.connectionLost(Failure(ConnectionLost()))
         a.dataReceived(b"x" * 100 + b"\n")
+        self.clock.advance(0)
         reader.dataReceived(entries(
             (b"1-0", pack(OTHER, 1, 1, b"1\n")), (b"2-0", pack(OTHER, 1, 4, b"4\n")),
         ))
