@@ -1,10 +1,11 @@
 """
 The WebSocket listener on string transports: Twisted's own HTTP channel and
-WebSocket code serve, wsproto's client side frames and reads, and the mode
-factories are the ones TCP uses.
+WebSocket code serve, with aiohttp's frame reader and writer; wsproto's
+client side frames and reads, and the mode factories are the ones TCP uses.
 """
 
 import io
+import subprocess
 import sys
 
 from twisted.internet.address import IPv4Address
@@ -295,6 +296,20 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+class ImportTests(SynchronousTestCase):
+    def test_aiohttpOnlyWithWebSocket(self):
+        """
+        The server and the chat client import aiohttp (some 8 MB) only when
+        a WebSocket listener is made.
+        """
+        code = (
+            "import sys, sockservice.tap, sockservice.client.cli, sockservice.web.websocket\n"
+            "print('aiohttp' in sys.modules)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+        self.assertEqual((done.stdout, done.stderr), (b"False\n", b""))
+
+
 class StopOrderTests(SynchronousTestCase):
     def test_drainedLikeTCP(self):
         """
@@ -539,3 +554,155 @@ class CollectTests(WebSocketTestCase):
         self.assertTrue(factory.allAccepted.called)
         late = self.browser(port=5001)
         self.assertEqual(late.closeCode(), 1013)
+
+
+def masked(first, payload):
+    """
+    A client frame (masked, with the all-zero key, so its payload reads as
+    is) of first byte C{first} (FIN, RSV bits, opcode) carrying C{payload}
+    of under 126 bytes.
+    """
+    return bytes([first, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+class FrameTests(WebSocketTestCase):
+    """
+    The frames on the wire each way, byte for byte: read by aiohttp's frame
+    reader, written by its writer.
+    """
+
+    def setUp(self):
+        self.captured = CapturedLog()
+        self.factory = RelayFactory(
+            self.captured.log, LocalHub(), maxLine=300, limits=Limits(self.captured.clock)
+        )
+        self.serve(self.factory)
+        self.browser = self.browser()
+        self.tcp, self.tcpTransport = connect(self.factory, 6000)
+
+    def send(self, data):
+        self.browser.channel.dataReceived(data)
+
+    def assertClosedFor(self, reason):
+        self.browser.disconnect()
+        self.assertIn(
+            "connection closed: 127.0.0.1:5000 (Connection to the other side was lost in a "
+            f"non-clean fashion: {reason}.)",
+            self.captured.messages(),
+        )
+
+    def test_serverFrames(self):
+        """
+        Each line is one unmasked, final frame without its line ending:
+        text when it is UTF-8, binary when not; 126 bytes and more take the
+        16-bit length.
+        """
+        long = b"x" * 200
+        self.tcp.dataReceived(b"abc\r\n\xff\nh\xc3\xa9\n\n" + long + b"\n")
+        self.assertEqual(
+            received(self.browser.transport),
+            b"\x81\x03abc\x82\x01\xff\x81\x03h\xc3\xa9\x81\x00\x81\x7e\x00\xc8" + long,
+        )
+
+    def test_textChunkFrames(self):
+        """
+        A chunk that is all UTF-8 (framed on one path) gives the same frames
+        as line by line.
+        """
+        self.tcp.dataReceived("é\r\nab\n".encode())
+        self.assertEqual(received(self.browser.transport), b"\x81\x02\xc3\xa9\x81\x02ab")
+
+    def test_readFrames(self):
+        """
+        Text, binary and fragmented messages are lines; one read of several
+        is one chunk.
+        """
+        self.send(
+            masked(0x81, "é".encode()) + masked(0x82, b"\xff")
+            + masked(0x01, b"ab") + masked(0x00, b"c") + masked(0x80, b"d")
+        )
+        self.assertEqual(received(self.tcpTransport), "é\n".encode() + b"\xff\nabcd\n")
+
+    def test_pingAnswered(self):
+        """
+        A ping is answered with a pong carrying its payload.
+        """
+        self.send(masked(0x89, b"hi"))
+        self.assertEqual(received(self.browser.transport), b"\x8a\x02hi")
+
+    def test_closeWithoutCode(self):
+        """
+        A close frame without a code (1005, no status) is answered with
+        1000, as wsproto does, and is no clean close for the mode.
+        """
+        self.send(masked(0x81, b"last") + masked(0x88, b""))
+        self.assertEqual(received(self.tcpTransport), b"last\n")
+        self.assertEqual(received(self.browser.transport), b"\x88\x02\x03\xe8")
+        self.assertTrue(self.browser.transport.disconnecting)
+        self.assertClosedFor("WebSocket close code 1005")
+
+    def test_closeAnswered(self):
+        """
+        The peer's close frame is answered with its code; nothing read after
+        it counts.
+        """
+        self.send(masked(0x88, b"\x0f\xa0bye") + masked(0x81, b"late"))
+        self.assertEqual(received(self.browser.transport), b"\x88\x02\x0f\xa0")
+        self.assertEqual(received(self.tcpTransport), b"")
+        self.assertClosedFor("WebSocket close code 4000")
+
+    def test_invalidText(self):
+        """
+        A text message that is not UTF-8 closes the socket with 1007; what
+        came before it is read, nothing after.
+        """
+        self.send(masked(0x81, b"ok") + masked(0x81, b"\xff") + masked(0x81, b"late"))
+        self.assertEqual(received(self.tcpTransport), b"ok\n")
+        self.assertEqual(received(self.browser.transport), b"\x88\x02\x03\xef")
+        self.assertTrue(self.browser.transport.disconnecting)
+        self.send(masked(0x81, b"later"))
+        self.assertEqual(received(self.tcpTransport), b"")
+        self.assertClosedFor("WebSocket protocol error 1007: Invalid UTF-8 text message")
+
+    def test_brokenFrame(self):
+        """
+        A frame with a reserved bit set (no extension is negotiated) closes
+        the socket with 1002, protocol error.
+        """
+        self.send(masked(0xC1, b"x"))
+        self.assertEqual(received(self.browser.transport), b"\x88\x02\x03\xea")
+        self.assertClosedFor(
+            "WebSocket protocol error 1002: Received frame with non-zero reserved bits"
+        )
+
+    def test_longMessageHeader(self):
+        """
+        A message is refused as soon as its frame header says it is longer
+        than --max-line, before its payload comes.
+        """
+        self.send(b"\x81\xfe\x01\x2d\0\0\0\0")
+        self.assertEqual(self.browser.read(), ["ERROR line too long"])
+        self.assertEqual(self.browser.closeCode(), 1009)
+
+    def test_maxLineLowered(self):
+        """
+        A reload's lower --max-line holds for whole messages on sockets
+        opened before it.
+        """
+        self.factory.maxLine = 3
+        self.send(masked(0x81, b"abc"))
+        self.assertEqual(received(self.tcpTransport), b"abc\n")
+        self.send(masked(0x81, b"abcd"))
+        self.assertEqual(self.browser.read(), ["ERROR line too long"])
+        self.assertEqual(self.browser.closeCode(), 1009)
+
+    def test_partialLines(self):
+        """
+        A line written in pieces goes out once its LF is written.
+        """
+        bridge = next(iter(self.sockets.bridges))
+        for piece in [b"a", b"b\nc", b"d", b"\n", b"e\nf\n"]:
+            bridge.write(piece)
+        self.assertEqual(
+            received(self.browser.transport), b"\x81\x02ab\x81\x02cd\x81\x01e\x81\x01f"
+        )

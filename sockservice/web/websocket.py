@@ -9,23 +9,14 @@ L{LineBridge}, a transport that turns each browser message into a line and
 each line written into a message.
 
 Twisted's own L{twisted.web.websocket} (wsproto underneath) does the
-handshake, reads frames, answers pings and closes. It is new and small, and
-this module leans on it in four ways beyond its documented API, each said
-where it is done and checked by tests/test_websocket.py on Twisted's code:
-
- - Twisted gathers a message's frames (C{_textBuffer}/C{_bytesBuffer}) with
-   no limit, so L{LineBridge} reads their size after each read, taking over
-   the HTTP channel's C{dataReceived} as Twisted's upgrade itself does, and
-   refuses a message as soon as it has more than C{--max-line} bytes.
- - The same takeover gives each read's messages to the mode as one chunk.
- - Twisted's handler of the peer's close frame (in C{_handleEvent}, its
-   dispatcher of wsproto events) is wrapped to note the close code on the
-   L{LineBridge}, so a clean close is told from a socket closed without a
-   close frame; once for the process, nothing per connection.
- - Messages out are framed by wsproto once for all connections
-   (L{ServerFrames}) and written to the socket directly, as Twisted would
-   write them one by one: without extensions (Twisted offers none) a whole
-   message's frame holds no state of the connection.
+handshake, the pings and the close frames; the frames of messages are read
+and written by aiohttp's (L{sockservice.web.frames} says why). This module
+leans on Twisted beyond its documented API in one way, checked by
+tests/test_websocket.py on Twisted's code: L{LineBridge} takes over the HTTP
+channel's C{dataReceived} after the upgrade, as Twisted's upgrade itself
+does, and gives each read to its frame reader; so the messages of one read
+reach the mode as one chunk, and a message is refused past C{--max-line} as
+soon as a frame header says so.
 """
 
 from importlib import resources
@@ -36,10 +27,9 @@ from twisted.internet import endpoints, interfaces
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
-from twisted.web import _websocket_impl, resource, server
+from twisted.web import resource, server
 from twisted.web.websocket import WebSocketResource
-from wsproto import Connection, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto.events import BytesMessage, TextMessage
 from zope.interface import implementer
 
 from sockservice.fastpath.directwrite import writeNow
@@ -71,18 +61,39 @@ KEEPALIVE = 30.0
 HTTP_TIMEOUT = 30
 
 
+def chunkLines(chunk):
+    """
+    The complete lines in C{chunk}, without their line endings.
+    """
+    lines = chunk.split(b"\n")[:-1]
+    if b"\r" in chunk:
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return lines
+
+
+def isText(line):
+    """
+    Whether C{line} is UTF-8, so goes as a text message (else binary).
+    """
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def lineMessages(chunk):
     """
     The messages for the complete lines in C{chunk}, without their line
     endings: text when a line is UTF-8, else binary.
     """
-    for line in chunk.split(b"\n")[:-1]:
-        if line.endswith(b"\r"):
-            line = line[:-1]
+    for line in chunkLines(chunk):
         try:
-            yield TextMessage(line.decode("utf-8"))
+            text = line.decode("utf-8")
         except UnicodeDecodeError:
             yield BytesMessage(line)
+        else:
+            yield TextMessage(text)
 
 
 class LineMessages:
@@ -147,12 +158,16 @@ class LineBridge(LineMessages):
     peerCloseCode = None
     _lastLine = b""
     _inbound = ()
+    # Why the socket closed, as the mode hears it unless the peer closed
+    # cleanly.
+    _cut = "closed without a WebSocket close frame"
 
     def __init__(self, sockets, request):
         self.sockets = sockets
         self.request = request
 
-    # The WebSocket side (twisted.web.websocket.WebSocketProtocol).
+    # The WebSocket side: Twisted's WebSocketProtocol, and what the frame
+    # reader reads (L{sockservice.web.frames.MessageSink}).
 
     def negotiationStarted(self, socket):
         self.socket = socket
@@ -164,9 +179,8 @@ class LineBridge(LineMessages):
             self.socket.loseConnection(TRY_AGAIN_LATER)
             return
         self.protocol = proto
-        channel = self.request.channel
-        self._wireReceived = channel.dataReceived
-        channel.dataReceived = self._rawDataReceived
+        self._frames = self.sockets.messages.reader(self.sockets.factory.maxLine)
+        self.request.channel.dataReceived = self._rawDataReceived
         self.sockets.bridges.add(self)
         proto.makeConnection(self)
 
@@ -179,17 +193,15 @@ class LineBridge(LineMessages):
         if self.disconnecting:
             return
         self._inbound = []
-        self._wireReceived(data)
+        self.sockets.messages.read(self, self._frames, data)
         self._flushInbound()
-        # Twisted's internals (see the module docstring): the message so far.
-        pending = self.socket._textBuffer.data or self.socket._bytesBuffer.data
-        if len(pending) > self.sockets.factory.maxLine and not self.disconnecting:
-            self._refuseLongMessage()
 
-    def textMessageReceived(self, text):
-        self.bytesMessageReceived(text.encode("utf-8"))
-
-    def bytesMessageReceived(self, data):
+    def messageReceived(self, data):
+        """
+        One message read: its lines are kept for the protocol, unless it is
+        longer than C{--max-line} (which a reload may have lowered since
+        the frame reader was made).
+        """
         if self.disconnecting:
             return
         if len(data) > self.sockets.factory.maxLine:
@@ -197,6 +209,43 @@ class LineBridge(LineMessages):
             self._refuseLongMessage()
         else:
             self._inbound += (data, b"\n")
+
+    def pingReceived(self, payload):
+        if self._sending:
+            self.request.transport.write(self.sockets.frames.pong(payload))
+
+    def closeReceived(self, code):
+        """
+        The peer's close frame: the lines read before it go to the
+        protocol, and it is answered with its code, as Twisted's own
+        reading does.
+        """
+        if self.disconnecting:
+            return
+        self.peerCloseCode = code
+        self._cut = f"WebSocket close code {code}"
+        self._flushInbound()
+        self._close(code)
+
+    def messageTooLong(self):
+        """
+        The frame reader read a frame header saying the message passes
+        C{--max-line}, and reads nothing more.
+        """
+        self._flushInbound()
+        if not self.disconnecting:
+            self._refuseLongMessage()
+
+    def frameError(self, code, why):
+        """
+        The frame reader found a frame it does not take (code 1002, a broken
+        frame; 1007, text that is not UTF-8), and reads nothing more: close
+        with that code, as Twisted's own reading does.
+        """
+        self._flushInbound()
+        if not self.disconnecting:
+            self._cut = f"WebSocket protocol error {code}: {why}"
+            self._close(code)
 
     def _flushInbound(self):
         inbound, self._inbound = self._inbound, ()
@@ -219,7 +268,7 @@ class LineBridge(LineMessages):
         An answered keep-alive ping is activity, for the idle timeout.
         """
         idle = self.sockets.factory.limits.idle
-        if idle is not None and self.protocol is not None:
+        if idle is not None and not self.disconnecting:
             idle.touch(self.protocol)
 
     def connectionLost(self, reason):
@@ -235,10 +284,7 @@ class LineBridge(LineMessages):
         if self.peerCloseCode in CLEAN_CLOSES:
             reason = Failure(ConnectionDone())
         elif reason.check(ConnectionDone):
-            reason = Failure(ConnectionLost(
-                "closed without a WebSocket close frame" if self.peerCloseCode is None
-                else f"WebSocket close code {self.peerCloseCode}"
-            ))
+            reason = Failure(ConnectionLost(self._cut))
         self.protocol.connectionLost(reason)
 
     def ping(self):
@@ -249,7 +295,7 @@ class LineBridge(LineMessages):
     def _sending(self):
         """
         Whether frames may still be sent: not after a close frame either
-        way (Twisted answers the peer's and closes the socket).
+        way (the peer's is answered, and the socket closed).
         """
         return not self.request.transport.disconnecting
 
@@ -262,7 +308,7 @@ class LineBridge(LineMessages):
     def sendLines(self, chunk):
         """
         Write the lines' frames straight to the socket, framed once for
-        every connection (L{ServerFrames}).
+        every connection (L{sockservice.web.frames.ServerFrames}).
         """
         if self._sending:
             frames, self._lastLine = self.sockets.frames.framed(chunk)
@@ -308,49 +354,6 @@ class LineBridge(LineMessages):
         self.request.transport.stopProducing()
 
 
-_closeFrameReceived = _websocket_impl._handleEvent.dispatch(CloseConnection)
-
-
-def _noteCloseCode(event, proto):
-    """
-    Twisted's handling of a peer's close frame, after noting its code on a
-    L{LineBridge} (see the module docstring).
-    """
-    if isinstance(proto._wsp, LineBridge):
-        proto._wsp.peerCloseCode = event.code
-    _closeFrameReceived(event, proto)
-
-
-_websocket_impl._handleEvent.register(CloseConnection, _noteCloseCode)
-
-
-class ServerFrames:
-    """
-    Lines framed as server WebSocket messages by wsproto, once for all
-    connections: server frames are not masked and, with no extension
-    negotiated (Twisted offers none), they are the same bytes on every
-    connection. So relay frames a chunk once however many browsers it goes
-    to; what one connection's Twisted transport would have framed, message
-    by message, goes out as the same bytes in one write.
-    """
-
-    def __init__(self):
-        self._framer = Connection(ConnectionType.SERVER)
-        self._chunk = None
-        self._framed = None
-
-    def framed(self, chunk):
-        """
-        The frames of C{chunk}'s lines, and its last line (with its LF).
-        """
-        if chunk is not self._chunk:
-            send = self._framer.send
-            frames = b"".join([send(message) for message in lineMessages(chunk)])
-            last = chunk[chunk.rfind(b"\n", 0, -1) + 1:]
-            self._chunk, self._framed = chunk, (frames, last)
-        return self._framed
-
-
 class LineSockets(service.Service):
     """
     The WebSocket side of one mode factory: a L{LineBridge} for each
@@ -364,7 +367,13 @@ class LineSockets(service.Service):
     def __init__(self, factory, clock, keepAlive=KEEPALIVE):
         self.factory = factory
         self.bridges = set()
+        # Imported here, not with this module: aiohttp takes some 250 ms and
+        # 8 MB to import, which servers without --websocket and the chat
+        # client need not spend.
+        from sockservice.web.frames import MessageSink, ServerFrames
+
         self.frames = ServerFrames()
+        self.messages = MessageSink()
         self._pinging = LoopingCall(self._ping)
         self._pinging.clock = clock
         self.keepAlive = keepAlive

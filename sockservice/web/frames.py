@@ -1,0 +1,136 @@
+"""
+WebSocket frames for the listener in L{sockservice.web.websocket}, read and
+written by aiohttp's frame reader (compiled with Cython) and frame writer.
+
+Twisted's own WebSocket code frames with wsproto, which is pure Python: it
+spends some 14 us reading a small message and 6 us framing one, where relay
+spends about 2 us on a line from TCP (fanned out to 49 clients). With it,
+WebSocket relay came to a tenth of TCP's throughput; aiohttp's reader takes
+under 1 us a message and its writer under 1 us, which brings it to about
+half (docs/browser.md has the figures). Twisted still does the handshake,
+the pings and the close frames.
+
+aiohttp's reader and writer serve its asyncio streams. They are used here
+beyond aiohttp's documented API in two ways, checked by
+tests/test_websocket.py on aiohttp's code (pyproject pins aiohttp to 3.14):
+
+ - The reader gives each message to its queue's C{feed_data}, and each
+   error to its C{set_exception}: L{MessageSink} is that queue (a subclass
+   of aiohttp's, from a private module), one for all connections, and hands
+   them to the bridge being read instead of queueing them.
+ - L{ServerFrames} frames with the writer's private C{_write_websocket_frame},
+   being the transport it writes each frame to.
+"""
+
+from aiohttp._websocket.reader import WebSocketDataQueue
+from aiohttp.http_websocket import WebSocketReader, WebSocketWriter, WSCloseCode, WSMsgType
+
+from sockservice.web.websocket import chunkLines, isText
+
+TEXT, BINARY, PING, PONG = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG
+#: What a close frame without a code is taken for (RFC 6455, 7.1.5).
+NO_STATUS = 1005
+
+
+class MessageSink(WebSocketDataQueue):
+    """
+    Where the frame readers of all connections put what they read: each
+    message (as bytes), ping, pong, close frame or error goes to the
+    L{LineBridge<sockservice.web.websocket.LineBridge>} whose read is being
+    parsed.
+    """
+
+    def __init__(self):
+        super().__init__(None, 0, loop=None)
+        self._bridge = None
+
+    def reader(self, maxSize):
+        """
+        A frame reader for one connection, that refuses a message of more
+        than C{maxSize} bytes as soon as a frame header says so.
+        """
+        # aiohttp refuses a message of its limit, a line may have maxSize bytes.
+        return WebSocketReader(self, maxSize + 1, False, True)
+
+    def read(self, bridge, reader, data):
+        """
+        Parse C{data}, read by C{bridge}, with its frame C{reader}.
+        """
+        self._bridge = bridge
+        reader.feed_data(data)
+
+    def feed_data(self, message, size):
+        kind, data, _ = message
+        if kind is TEXT:
+            self._bridge.messageReceived(data.encode("utf-8"))
+        elif kind is BINARY:
+            self._bridge.messageReceived(data)
+        elif kind is PING:
+            self._bridge.pingReceived(data)
+        elif kind is PONG:
+            self._bridge.pongReceived(data)
+        else:
+            self._bridge.closeReceived(data or NO_STATUS)
+
+    def set_exception(self, error, cause=None):
+        if error.code == WSCloseCode.MESSAGE_TOO_BIG:
+            self._bridge.messageTooLong()
+        else:
+            self._bridge.frameError(error.code, str(error))
+
+
+class ServerFrames:
+    """
+    Lines framed as server WebSocket messages, once for all connections:
+    server frames are not masked and, with no extension negotiated (Twisted
+    offers none), they are the same bytes on every connection. So relay
+    frames a chunk once however many browsers it goes to; what one
+    connection's Twisted transport would have framed, message by message,
+    goes out as the same bytes in one write.
+    """
+
+    def __init__(self):
+        self._writer = WebSocketWriter(None, self)
+        self._frames = []
+        self._chunk = None
+        self._framed = None
+
+    # The transport aiohttp's writer writes to.
+
+    def is_closing(self):
+        return False
+
+    def write(self, frame):
+        self._frames.append(frame)
+
+    # Framing.
+
+    def framed(self, chunk):
+        """
+        The frames of C{chunk}'s lines (text when a line is UTF-8, else
+        binary, without line endings), and its last line (with its LF).
+        """
+        if chunk is not self._chunk:
+            frame = self._writer._write_websocket_frame
+            lines = chunkLines(chunk)
+            if isText(chunk):
+                # Then each line is: an LF is no byte of another character.
+                for line in lines:
+                    frame(line, TEXT, 0)
+            else:
+                for line in lines:
+                    frame(line, TEXT if isText(line) else BINARY, 0)
+            last = chunk[chunk.rfind(b"\n", 0, -1) + 1:]
+            self._chunk, self._framed = chunk, (self._written(), last)
+        return self._framed
+
+    def pong(self, payload):
+        """
+        The answer to a ping carrying C{payload}.
+        """
+        self._writer._write_websocket_frame(payload, PONG, 0)
+        return self._written()
+
+    def _written(self):
+        frames, self._frames = b"".join(self._frames), []
+        return frames
