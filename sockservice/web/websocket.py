@@ -305,14 +305,25 @@ class LineBridge(LineMessages):
     def connected(self):
         return not self.disconnecting
 
+    def write(self, data):
+        """
+        Whole lines with no partial line held, as the modes write them (relay
+        each chunk to every member), skip the partial-line path.
+        """
+        if self._partial or not data.endswith(b"\n"):
+            LineMessages.write(self, data)
+        elif not self.disconnecting:
+            self.sendLines(data)
+
     def sendLines(self, chunk):
         """
         Write the lines' frames straight to the socket, framed once for
         every connection (L{sockservice.web.frames.ServerFrames}).
         """
-        if self._sending:
+        transport = self.request.transport
+        if not transport.disconnecting:
             frames, self._lastLine = self.sockets.frames.framed(chunk)
-            writeNow(self.request.transport, frames)
+            writeNow(transport, frames)
 
     def loseConnection(self):
         self._close(CLOSE_CODES.get(self._lastLine, NORMAL))
