@@ -183,36 +183,51 @@ def measure(startServer, twistd, arguments):
     """
     Measure both figures over TCP and WebSocket on one server each (relay,
     then greet), C{arguments.rounds} rounds of relay alternating the two;
-    return the table to print. C{startServer(name, argv)} starts a server
-    process (bench.run.Server).
+    return the table to print. With C{arguments.baseline} (another
+    checkout's twistd), its servers are measured too, each round in turn
+    with these, and its rows follow, named so. C{startServer(name, argv)}
+    starts a server process (bench.run.Server).
     """
+    commands = {"": twistd}
+    if arguments.baseline:
+        commands[" (baseline)"] = [arguments.baseline, *twistd[1:]]
     rows = []
     for mode in ("relay", "greet"):
-        server = startServer(f"sockservice-{mode}-websocket", [
-            *twistd, "sockservice", "--mode", mode, "--interface", "127.0.0.1",
-            "--port", "0", "--websocket", "tcp:0:interface=127.0.0.1",
-        ])
+        servers = {}
         try:
-            webPort = int(WEBSOCKET_LISTENING.search(server.logPath.read_bytes()).group(1))
-            kinds = [TCPKind(server.port), WebSocketKind(webPort)]
+            for name, command in commands.items():
+                server = servers[name] = startServer(f"sockservice-{mode}-websocket{name}", [
+                    *command, "sockservice", "--mode", mode, "--interface", "127.0.0.1",
+                    "--port", "0", "--websocket", "tcp:0:interface=127.0.0.1",
+                ])
+                webPort = WEBSOCKET_LISTENING.search(server.logPath.read_bytes()).group(1)
+                server.kinds = [TCPKind(server.port), WebSocketKind(int(webPort))]
             if mode == "relay":
-                rounds = [[relayRate(kind, arguments.duration, server.process.pid)
-                           for kind in kinds] for _ in range(arguments.rounds)]
-                for title, which in [("", 0), (" of server CPU", 1)]:
-                    rows.append(_ratioRow(
-                        f"relay deliveries per second{title} "
-                        f"({CLIENTS} clients, {SENDERS} senders)",
-                        [(tcp[which], web[which]) for tcp, web in rounds],
-                    ))
+                rounds = {name: [] for name in servers}
+                for _ in range(arguments.rounds):
+                    for name, server in servers.items():
+                        rounds[name].append([
+                            relayRate(kind, arguments.duration, server.process.pid)
+                            for kind in server.kinds
+                        ])
+                for name in servers:
+                    for title, which in [("", 0), (" of server CPU", 1)]:
+                        rows.append(_ratioRow(
+                            f"relay deliveries per second{title} "
+                            f"({CLIENTS} clients, {SENDERS} senders){name}",
+                            [(tcp[which], web[which]) for tcp, web in rounds[name]],
+                        ))
             else:
-                tcp, web = (idleMemory(kind, server, arguments.idle) for kind in kinds)
-                rows.append(
-                    f"| memory per idle connection ({arguments.idle}) "
-                    f"| {tcp / 1024:.2f} KB | {web / 1024:.2f} KB | {web / tcp:.2f} | "
-                    f"| <= {TARGETS['idle'] / 1024:g} KB |"
-                )
+                for name, server in servers.items():
+                    tcp, web = (idleMemory(kind, server, arguments.idle) for kind in server.kinds)
+                    rows.append(
+                        f"| memory per idle connection ({arguments.idle}){name} "
+                        f"| {tcp / 1024:.2f} KB | {web / 1024:.2f} KB | {web / tcp:.2f} | "
+                        f"| <= {TARGETS['idle'] / 1024:g} KB |"
+                    )
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
     return "\n".join([
         "| WebSocket next to TCP (Python load client) | TCP | WebSocket | ratio | rounds "
         "| target |",
