@@ -6,6 +6,7 @@ greet's paused reading and relay's slow consumers.
 import socket
 
 from twisted.internet import tcp
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
@@ -169,6 +170,13 @@ class KernelBufferTests(SynchronousTestCase):
         transport = StringTransport()
         limitKernelBuffer(transport, 8192)
         self.assertEqual(transport.value(), b"")
+
+    def test_fileDescriptorWithoutSocket(self):
+        """
+        A transport with a socket transport's buffering but no socket (a
+        test's) is left alone: nothing is asked of it, so nothing raises.
+        """
+        limitKernelBuffer(FileDescriptor(reactor=MemoryReactor()), 8192)
 
 
 class ConnectionLimitTests(SynchronousTestCase):

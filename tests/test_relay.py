@@ -3,6 +3,9 @@ relay mode on string transports: every line to every other client, byte for
 byte, in order, never echoed.
 """
 
+import socket
+
+from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.task import Clock
@@ -177,7 +180,35 @@ class SocketLikeTransport(FileDescriptor):
         return peerAddress()
 
 
+class PeerConnection(tcp.Connection):
+    """
+    A socket connection on a memory reactor, with a peer address.
+    """
+
+    def getPeer(self):
+        return peerAddress()
+
+
 class RelayTransportBufferTests(SynchronousTestCase):
+    def test_kernelBufferCapped(self):
+        """
+        A relay client's kernel send buffer is capped at 32 KiB (Linux
+        doubles it), not sized by the kernel: on loopback that is megabytes
+        for each client that never reads.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        client = socket.create_connection(listener.getsockname())
+        self.addCleanup(client.close)
+        server, _ = listener.accept()
+        self.addCleanup(server.close)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        factory = RelayFactory(CapturedLog().log, LocalHub())
+        proto = factory.buildProtocol(peerAddress())
+        proto.makeConnection(PeerConnection(server, proto, MemoryReactor()))
+        self.assertIn(server.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                      (32 * 1024, 64 * 1024))
+
     def test_smallTransportBuffer(self):
         """
         Each relay client's transport holds (and reads) at most 16 KiB, a

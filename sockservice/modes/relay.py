@@ -47,7 +47,7 @@ class RelayProtocol(LineProtocol):
 
     def connectionMade(self):
         limitBuffer(self.transport, TRANSPORT_BUFFER)
-        pass  # TEMP
+        limitKernelBuffer(self.transport, KERNEL_BUFFER)
         LineProtocol.connectionMade(self)
         self.registerAsProducer()
         if self.factory.gate is None:

@@ -8,7 +8,7 @@ import resource
 import socket
 from collections import Counter, OrderedDict
 
-from twisted.internet import protocol
+from twisted.internet import protocol, tcp
 from twisted.internet.abstract import FileDescriptor
 
 from sockservice.wire.addresses import describeAddress
@@ -322,7 +322,7 @@ def limitKernelBuffer(transport, size):
     and seconds in which the event loop serves no one else. Other
     transports (TLS, a test's) keep theirs.
     """
-    if isinstance(transport, FileDescriptor):
+    if isinstance(transport, tcp.Connection):
         transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
