@@ -9,7 +9,7 @@ from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.hubs.local import LocalHub
@@ -225,3 +225,57 @@ class RelayTransportBufferTests(SynchronousTestCase):
         self.assertEqual(proto.queued, [])
         proto.deliver(b"next\n")
         self.assertEqual(proto.queued, [b"next\n"])
+
+
+class CountedChunk(bytes):
+    """
+    A relayed chunk that records each time its lines are counted.
+    """
+
+    counted = 0
+
+    def count(self, *args):
+        type(self).counted += 1
+        return bytes.count(self, *args)
+
+
+class DroppedCountTests(SynchronousTestCase):
+    """
+    What readers that do not read queue and drop is counted exactly, each
+    chunk's lines counted once however many readers queue or drop it.
+    """
+
+    def setUp(self):
+        CountedChunk.counted = 0
+        self.hub = LocalHub()
+        self.factory = RelayFactory(CapturedLog().log, self.hub, limits=Limits(maxBuffer=10))
+        self.sender, _ = connect(self.factory, 5000)
+        self.readers = [connect(self.factory, 5001 + n) for n in range(3)]
+        for reader, _ in self.readers:
+            reader.pauseProducing()
+
+    def test_queuedThenDropped(self):
+        self.hub.publish(self.sender, CountedChunk(b"a\nb\n"))
+        self.assertEqual([reader.queuedLines for reader, _ in self.readers], [2, 2, 2])
+        self.hub.publish(self.sender, CountedChunk(b"too long\n"))
+        self.hub.publish(self.sender, CountedChunk(b"c\n"))
+        for _, transport in self.readers:
+            self.assertEqual(received(transport), b"ERROR too slow\n")
+        # Each reader dropped all three chunks: 4 lines, 15 bytes.
+        counters = self.factory.counters
+        self.assertEqual((counters.droppedLines, counters.droppedBytes), (3 * 4, 3 * 15))
+        # The hub counts each chunk once, and the relay once more.
+        self.assertEqual(CountedChunk.counted, 3 * 2)
+
+    def test_resumedRestCounted(self):
+        """
+        A reader that resumes and pauses again after one chunk still holds
+        the lines of the rest.
+        """
+        reader, transport = self.readers[0]
+        self.hub.publish(self.sender, b"a\n")
+        self.hub.publish(self.sender, b"b\nc\n")
+        transport.write = lambda data: (StringTransport.write(transport, data),
+                                        reader.pauseProducing())
+        reader.resumeProducing()
+        self.assertEqual((reader.queued, reader.queuedLines), ([b"b\nc\n"], 2))

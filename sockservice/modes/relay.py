@@ -36,6 +36,7 @@ class RelayProtocol(LineProtocol):
     @ivar queued: deliveries held back while the transport's buffer is
         full, or L{None} while it has room.
     @ivar queuedSize: their total size.
+    @ivar queuedLines: their lines.
     @ivar queuedCost: what they count for in all slow readers' total: their
         size and C{QUEUED_ENTRY} bytes each for its place in the queue.
     """
@@ -43,6 +44,7 @@ class RelayProtocol(LineProtocol):
     member = False
     queued = None
     queuedSize = 0
+    queuedLines = 0
     queuedCost = 0
 
     def connectionMade(self):
@@ -81,7 +83,7 @@ class RelayProtocol(LineProtocol):
     def refuse(self, error, format, **fields):
         # Nothing more is delivered after the ERROR line.
         if self.queued:
-            self.factory.counters.dropped(b"".join(self.queued))
+            self.factory.counters.dropped(self.queuedLines, self.queuedSize)
         self._forgetQueued()
         self.queued = []
         LineProtocol.refuse(self, error, format, **fields)
@@ -90,7 +92,7 @@ class RelayProtocol(LineProtocol):
         if self.queued is None:
             self.transport.write(data)
         elif self.refused:
-            self.factory.counters.dropped(data)
+            self._drop(data)
         else:
             size = len(data)
             cost = size + QUEUED_ENTRY
@@ -111,13 +113,17 @@ class RelayProtocol(LineProtocol):
             else:
                 self.queued.append(data)
                 self.queuedSize += size
+                self.queuedLines += self.factory.lines(data)
                 self.queuedCost += cost
                 return
-            self.factory.counters.dropped(data)
+            self._drop(data)
+
+    def _drop(self, data):
+        self.factory.counters.dropped(self.factory.lines(data), len(data))
 
     def _forgetQueued(self):
         self.factory.limits.releaseQueued(self.queuedCost)
-        self.queued, self.queuedSize, self.queuedCost = None, 0, 0
+        self.queued, self.queuedSize, self.queuedLines, self.queuedCost = None, 0, 0, 0
 
     def pauseProducing(self):
         # The transport repeats this on every write while its buffer is full.
@@ -129,7 +135,7 @@ class RelayProtocol(LineProtocol):
         # rest stays queued as the chunks shared with the other readers,
         # so what the transport copies for this reader stays near its
         # buffer size, not all that waited.
-        queued, cost = self.queued, self.queuedCost
+        queued = self.queued
         self._forgetQueued()
         for index, data in enumerate(queued or ()):
             self.transport.write(data)
@@ -137,6 +143,7 @@ class RelayProtocol(LineProtocol):
                 rest = queued[index + 1:]
                 size = sum(map(len, rest))
                 self.queued, self.queuedSize = rest, size
+                self.queuedLines = sum(data.count(b"\n") for data in rest)
                 self.queuedCost = size + QUEUED_ENTRY * len(rest)
                 self.factory.limits.keepQueued(self.queuedCost)
                 return
@@ -154,6 +161,7 @@ class RelayFactory(LineFactory):
     mode = "relay"
     protocol = RelayProtocol
     messageFormat = "relayed {message} (from {peer})"
+    _counted = (None, 0)
 
     def __init__(self, log, hub, maxLine=65536, greeting=b"", logMessages=False,
                  limits=None, gate=None):
@@ -161,6 +169,19 @@ class RelayFactory(LineFactory):
         self.hub = hub
         self.logRelayed = logMessages
         self.gate = gate
+
+    def lines(self, data):
+        """
+        The lines in C{data}, a chunk relayed. The hub hands one chunk to
+        each member in turn, so it is counted once however many readers
+        queue or drop it: for thousands of readers that never read, counting
+        it for each one took longer than anything else the relay did.
+        """
+        counted, lines = self._counted
+        if counted is not data:
+            lines = data.count(b"\n")
+            self._counted = data, lines
+        return lines
 
     def relay(self, sender, chunk):
         self.hub.publish(sender, chunk)

@@ -58,9 +58,10 @@ class Counters:
         self.sent(error)
         self.refused[error[len(b"ERROR "):-1].decode("ascii").replace(" ", "_")] += 1
 
-    def dropped(self, data):
+    def dropped(self, lines, nbytes):
         """
-        Count C{data} (whole lines) as relayed to a client but never sent.
+        Count C{lines} (C{nbytes} bytes) as relayed to a client but never
+        sent; the caller counts them, from what it counted already.
         """
-        self.droppedLines += data.count(b"\n")
-        self.droppedBytes += len(data)
+        self.droppedLines += lines
+        self.droppedBytes += nbytes
