@@ -11,6 +11,7 @@ import threading
 from itertools import product
 from select import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 
+from twisted.internet import tcp
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.error import ConnectionDone
@@ -19,6 +20,7 @@ from twisted.internet.test import test_core, test_tcp, test_time, test_tls, test
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from sockservice.fastpath import directepoll
 from sockservice.fastpath.directepoll import DirectEPollReactor
 from tests.realserver import connectPeer, startTwistd
 
@@ -223,6 +225,150 @@ class DispatchTests(ReactorTestsMixin, SynchronousTestCase):
         self.assertRaises(
             KeyboardInterrupt, self.poll, (Selectable("interrupted", self.handled), EPOLLOUT)
         )
+
+
+class Stub:
+    """
+    A descriptor stand-in on C{fd}: reads record its C{name}.
+    """
+
+    def __init__(self, name, fd, handled):
+        self.name = name
+        self.fd = fd
+        self.handled = handled
+
+    def fileno(self):
+        return self.fd
+
+    def logPrefix(self):
+        return self.name
+
+    def doRead(self):
+        self.handled.append(self.name)
+
+
+class Connection(Stub, tcp.Connection):
+    """
+    A connection stand-in.
+    """
+
+
+class RecordingPoller:
+    """
+    Returns C{events} from each poll, recording the timeouts asked for.
+    """
+
+    def __init__(self):
+        self.events = []
+        self.timeouts = []
+
+    def poll(self, timeout, most):
+        self.timeouts.append(timeout)
+        return self.events
+
+
+class TurnTests(ReactorTestsMixin, SynchronousTestCase):
+    """
+    More connections ready than a pass takes (here 3) are handled in turns:
+    those ready anew first, then those waiting, and those still ready after
+    their turn behind them; once none wait, every pass handles all that is
+    ready.
+    """
+
+    def setUp(self):
+        self.patch(directepoll, "EVENTS_PER_TURN", 3)
+        self.reactor = self.makeReactor(DirectEPollReactor)
+        self.handled = []
+        self.reactor._doReadOrWrite = lambda selectable, fd, event: self.handled.append(
+            selectable.name
+        )
+        self.poller = self.reactor._poller = RecordingPoller()
+        self.reactor._selectables = {}
+
+    def add(self, names, kind=Connection):
+        for name in names:
+            fd = len(self.reactor._selectables) + 10
+            self.reactor._selectables[fd] = kind(name, fd, self.handled)
+
+    def ready(self, names, event=EPOLLOUT):
+        """
+        Poll with C{names} ready (by default, only writable); return what
+        was handled, in order.
+        """
+        fds = {s.name: fd for fd, s in self.reactor._selectables.items()}
+        self.poller.events = [(fds[name], event) for name in names]
+        del self.handled[:]
+        self.reactor.doPoll(None)
+        return "".join(self.handled)
+
+    def test_atMostEventsPerTurn(self):
+        """
+        A pass handles at most C{EVENTS_PER_TURN} connections, the last
+        reported first, and the next does not wait in epoll. Those still
+        ready after their turn (a client that does not read, a sender whose
+        line made all those writes) go behind those waiting: each gets one
+        turn a round.
+        """
+        self.add("abcde")
+        self.assertEqual(
+            [self.ready("abcde") for _ in range(4)], ["edc", "ba", "cde", "ab"]
+        )
+        self.assertEqual(self.poller.timeouts, [-1, 0, 0, 0])
+
+    def test_readyAnewFirst(self):
+        """
+        A connection ready anew (one that was written all it was owed after
+        its turn, so keeps up; a new client) goes before those waiting.
+        """
+        self.add("abcdefg")
+        self.assertEqual(self.ready("abcdefg"), "gfe")
+        self.assertEqual(self.ready("abcdfg"), "dcb")
+        self.assertEqual(self.ready("abcdefg"), "eaf")
+        self.add("h")
+        self.assertEqual(self.ready("abcdefgh"), "hgb")
+
+    def test_notConnectionsAtOnce(self):
+        """
+        A listening port (or the waker: what is not a connection) is
+        handled in every pass, beyond the connections' share.
+        """
+        self.add("abcd")
+        self.add("P", kind=Stub)
+        self.assertEqual(self.ready("abcdP"), "Pdcb")
+        self.assertEqual(self.ready("abcdP", event=EPOLLIN), "Pa")
+
+    def test_noLongerReady(self):
+        """
+        One waiting that is not ready any more is dropped.
+        """
+        self.add("abcde")
+        self.assertEqual(self.ready("abcde"), "edc")
+        self.assertEqual(self.ready("acde"), "a")
+        self.assertEqual(self.ready("abcde"), "bcd")
+
+    def test_goneWhileWaiting(self):
+        """
+        One waiting whose connection is gone is dropped.
+        """
+        self.add("abcde")
+        self.assertEqual(self.ready("abcde"), "edc")
+        fds = {s.name: fd for fd, s in self.reactor._selectables.items()}
+        del self.reactor._selectables[fds["b"]]
+        self.poller.events = [(fds[name], EPOLLOUT) for name in "abcde"]
+        del self.handled[:]
+        self.reactor.doPoll(None)
+        self.assertEqual(self.handled, ["a"])
+
+    def test_roundEnds(self):
+        """
+        Once a pass leaves none waiting, the next handles every ready
+        connection, in the order epoll reports them.
+        """
+        self.add("abcd")
+        self.assertEqual(self.ready("abcd"), "dcb")
+        self.assertEqual(self.ready("a"), "a")
+        self.assertEqual(self.ready("cba"), "cba")
+        self.assertEqual(self.poller.timeouts, [-1, 0, -1])
 
 
 class Raise:
