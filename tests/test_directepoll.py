@@ -290,13 +290,13 @@ class TurnTests(ReactorTestsMixin, SynchronousTestCase):
             fd = len(self.reactor._selectables) + 10
             self.reactor._selectables[fd] = kind(name, fd, self.handled)
 
-    def ready(self, names, event=EPOLLOUT):
+    def ready(self, names, event=EPOLLOUT, **events):
         """
-        Poll with C{names} ready (by default, only writable); return what
-        was handled, in order.
+        Poll with C{names} ready (by default, only writable; C{events}
+        by name for others); return what was handled, in order.
         """
         fds = {s.name: fd for fd, s in self.reactor._selectables.items()}
-        self.poller.events = [(fds[name], event) for name in names]
+        self.poller.events = [(fds[name], events.get(name, event)) for name in names]
         del self.handled[:]
         self.reactor.doPoll(None)
         return "".join(self.handled)
@@ -327,6 +327,17 @@ class TurnTests(ReactorTestsMixin, SynchronousTestCase):
         self.add("h")
         self.assertEqual(self.ready("abcdefgh"), "hgb")
 
+    def test_readyForMoreAnew(self):
+        """
+        A connection ready for more than it had its turn for (written to,
+        now closed: readable, hung up) is ready anew, not held behind the
+        others.
+        """
+        self.add("abcde")
+        self.assertEqual(self.ready("abcde"), "edc")
+        self.assertEqual(self.ready("abcde", c=EPOLLOUT | EPOLLHUP, d=EPOLLIN), "dcb")
+        self.assertEqual(self.ready("abcde"), "dae")
+
     def test_notConnectionsAtOnce(self):
         """
         A listening port (or the waker: what is not a connection) is
@@ -335,7 +346,7 @@ class TurnTests(ReactorTestsMixin, SynchronousTestCase):
         self.add("abcd")
         self.add("P", kind=Stub)
         self.assertEqual(self.ready("abcdP"), "Pdcb")
-        self.assertEqual(self.ready("abcdP", event=EPOLLIN), "Pa")
+        self.assertEqual(self.ready("abcdP"), "Pa")
 
     def test_noLongerReady(self):
         """

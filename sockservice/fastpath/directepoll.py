@@ -61,7 +61,7 @@ class DirectEPollReactor(EPollReactor):
     @ivar _waiting: the connections ready in an earlier pass but not handled
         yet, in their order (a C{dict} of descriptors).
     @ivar _turns: the connections that had their turn and have been ready
-        ever since, by descriptor.
+        ever since, by descriptor, with the events they had it for.
     """
 
     def __init__(self):
@@ -118,14 +118,16 @@ class DirectEPollReactor(EPollReactor):
         every descriptor that is not a connection, and L{EVENTS_PER_TURN}
         connections, first those ready anew (the last reported first), then
         those waiting, oldest first. The others wait, in that order, and
-        behind them those still ready since their turn; one waiting that is
-        no longer ready, or gone, is dropped. Return the events to handle.
+        behind them those still ready since their turn, for nothing more
+        than they had it for (a connection written to that has now closed
+        is ready anew); one waiting that is no longer ready, or gone, is
+        dropped. Return the events to handle.
         """
         selectables, waiting = self._selectables, self._waiting
         ready = dict(events)
         turns = {
-            fd: selectable for fd, selectable in self._turns.items()
-            if fd in ready and selectables.get(fd) is selectable
+            fd: turn for fd, turn in self._turns.items()
+            if fd in ready and selectables.get(fd) is turn[0]
         }
         now, fresh, again = [], [], []
         for fd, event in events:
@@ -134,7 +136,7 @@ class DirectEPollReactor(EPollReactor):
                 continue
             if not isinstance(selectable, tcp.Connection):
                 now.append((fd, event))
-            elif fd in turns:
+            elif fd in turns and not event & ~turns[fd][1]:
                 again.append(fd)
             else:
                 fresh.append(fd)
@@ -146,7 +148,7 @@ class DirectEPollReactor(EPollReactor):
         order = fresh + [fd for fd in waiting if fd in ready and fd in selectables]
         self._waiting = dict.fromkeys(order[EVENTS_PER_TURN:] + again)
         for fd in order[:EVENTS_PER_TURN]:
-            turns[fd] = selectables[fd]
+            turns[fd] = selectables[fd], ready[fd]
             now.append((fd, ready[fd]))
         # With none waiting, the next pass handles every ready connection.
         self._turns = turns if self._waiting else {}
