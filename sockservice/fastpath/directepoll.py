@@ -22,9 +22,11 @@ most that many, and the others wait their turn. One relayed line for
 filling each one's kernel buffer costs the kernel tens of microseconds: in
 one pass, a second or more in which no new client is accepted or answered.
 Taken in turns, connections ready anew come first (a new client, one that
-keeps up), then those waiting, oldest first; one still ready after its turn
-goes to the back (a client that does not read; the sender of that line,
-read again only once the writes it caused are done: back-pressure).
+keeps up, one ready for more than at its turn, such as a client that
+closed), then those waiting, oldest first; one still ready after its turn,
+for no more than it had it for, goes to the back (a client that does not
+read; the sender of that line, read again only once the writes it caused
+are done: back-pressure).
 Listening ports and the waker are not connections, and are handled in
 every pass. While none wait, every ready descriptor is handled in each
 pass, in the order epoll reports them, as the epoll reactor does.
