@@ -40,12 +40,15 @@ every event but a plain read, and C{_disconnectSelectable}.
 """
 
 from select import EPOLLIN, EPOLLOUT
+from socket import AF_INET, AF_INET6
 
 from twisted.internet import tcp
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.main import installReactor
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
+
+from sockservice.fastpath.eageraccept import EagerAcceptPort
 
 #: Connections one pass of the loop handles at most, once more are ready:
 #: tens of milliseconds of writes to clients that never read (10,000 of them
@@ -155,6 +158,19 @@ class DirectEPollReactor(EPollReactor):
         # With none waiting, the next pass handles every ready connection.
         self._turns = turns if self._waiting else {}
         return now
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        # And ssl:, which is listenTCP with a TLS factory. See eageraccept.
+        p = EagerAcceptPort(port, factory, backlog, interface, self)
+        p.startListening()
+        return p
+
+    def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
+        if addressFamily not in (AF_INET, AF_INET6):
+            return EPollReactor.adoptStreamPort(self, fileDescriptor, addressFamily, factory)
+        p = EagerAcceptPort._fromListeningDescriptor(self, fileDescriptor, addressFamily, factory)
+        p.startListening()
+        return p
 
 
 def _logPrefix(selectable):
