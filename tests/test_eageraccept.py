@@ -10,7 +10,6 @@ import errno
 import os
 import resource
 import socket
-import struct
 
 from twisted.internet import tcp, unix
 from twisted.internet.address import IPv4Address
@@ -22,17 +21,8 @@ from twisted.test import test_tcp_internals
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.fastpath.directepoll import DirectEPollReactor
-from sockservice.fastpath.eageraccept import EagerAcceptPort
+from sockservice.fastpath.eageraccept import EagerAcceptPort, acceptQueue
 from tests.test_directepoll import ReactorTestsMixin, underDirectEPoll
-
-
-def kernelQueue(listening):
-    """
-    How many connections the kernel holds for C{listening} to accept: a
-    listening socket's C{TCP_INFO} has it as C{tcpi_unacked} (Linux).
-    """
-    info = listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    return struct.unpack_from("I", info, 24)[0]
 
 
 class Recording(Factory):
@@ -51,7 +41,7 @@ class Recording(Factory):
 
     def buildProtocol(self, addr):
         self.addresses.append(addr)
-        self.waiting.append(kernelQueue(self.port.socket))
+        self.waiting.append(acceptQueue(self.port.socket))
         protocol = self.onBuild(len(self.addresses))
         if protocol is not None:
             self.protocols.append(protocol)
@@ -91,7 +81,7 @@ class PortMixin:
             client = socket.create_connection(("127.0.0.1", port.getHost().port))
             self.addCleanup(client.close)
             clients.append(client)
-        self.assertEqual(kernelQueue(port.socket), len(clients))
+        self.assertEqual(acceptQueue(port.socket), len(clients))
         return clients
 
 
@@ -114,6 +104,23 @@ class EagerAcceptTests(PortMixin, SynchronousTestCase):
         self.assertEqual([p.transport.sessionno for p in factory.protocols], list(range(40)))
         self.assertEqual(port.sessionno, 40)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_acceptsWhatTheKernelHolds(self):
+        """
+        It calls C{accept} as many times as the kernel holds connections,
+        not once more to see it fail: once when the socket is reported
+        readable and holds none, never when going on with its own queue.
+        """
+        factory = Recording()
+        port = self.listen(factory, buildsPerRead=2)
+        self.connect(port, 5)
+        port.socket = counting = FailingSocket(port.socket, {})
+        port.doRead()
+        self.assertEqual(counting.calls, 5)
+        self.reactor.advance(0)
+        self.assertEqual((counting.calls, len(factory.protocols)), (5, 5))
+        port.doRead()
+        self.assertEqual(counting.calls, 6)
 
     def test_twistedBuildsAsItAccepts(self):
         """
@@ -156,7 +163,7 @@ class EagerAcceptTests(PortMixin, SynchronousTestCase):
         clients = self.connect(port, 25)
         port.doRead()
         self.assertEqual(len(factory.protocols), 10)
-        self.assertEqual(kernelQueue(port.socket), 0)
+        self.assertEqual(acceptQueue(port.socket), 0)
         self.assertEqual([c.getTime() for c in self.reactor.getDelayedCalls()], [0])
         clients += self.connect(port, 2)
         port.doRead()
@@ -348,22 +355,33 @@ class TwistedAcceptFailureTests(test_tcp_internals.SelectReactorTests):
         port.doRead()
         self.assertEqual(len(built), 3)
 
+    def patch(self, obj, attribute, value):
+        """
+        Twisted's tests put a fake with only C{accept} in the place of the
+        port's socket: the port counts what it accepts with the real
+        socket's C{getsockopt}.
+        """
+        if attribute == "socket":
+            value.getsockopt = obj.socket.getsockopt
+        return super().patch(obj, attribute, value)
+
     def test_permissionFailure(self):
         """
-        C{EPERM} (netfilter) is retried, at most C{maxQueued} times a call.
+        C{EPERM} (netfilter) is retried, as many times as the kernel holds
+        connections; they are accepted the next time.
         """
-        calls = []
-
-        class AlwaysEPERM:
-            def accept(oself):
-                calls.append(None)
-                raise OSError(errno.EPERM, os.strerror(errno.EPERM))
-
-        port = self.port(0, Factory(), interface="127.0.0.1")
-        port.maxQueued = 123
-        self.patch(port, "socket", AlwaysEPERM())
+        factory = Factory.forProtocol(Protocol)
+        port = self.port(0, factory, interface="127.0.0.1")
+        clients = [socket.create_connection(("127.0.0.1", port.getHost().port))
+                   for _ in range(3)]
+        for client in clients:
+            self.addCleanup(client.close)
+        failing = FailingSocket(port.socket, dict.fromkeys([1, 2, 3], errno.EPERM))
+        self.patch(port, "socket", failing)
         port.doRead()
-        self.assertEqual(len(calls), 123)
+        self.assertEqual((failing.calls, acceptQueue(failing)), (3, 3))
+        port.doRead()
+        self.assertEqual((failing.calls, acceptQueue(failing)), (6, 0))
 
 
 class ListeningTests(ReactorTestsMixin, SynchronousTestCase):

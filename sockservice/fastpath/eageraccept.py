@@ -8,32 +8,51 @@ the greeting sent), about 30 µs each, before it accepts the next: the kernel
 queue drains only as fast as connections are set up. Loopback clients
 connect faster than that, and once C{backlog} of them wait the kernel drops
 the next handshakes (C{TcpExtListenOverflows}); those clients wait a second
-or more for a SYN retransmit. This port calls C{accept} until the kernel
-has no more (a few µs each) into a queue of its own, builds from that queue,
-and empties the kernel's again every L{EagerAcceptPort.batch} builds. It
-builds at most L{EagerAcceptPort.buildsPerRead} connections a call, so a
-connect storm cannot starve the connections already open, and goes on in
-the next reactor iteration; it holds at most
-L{EagerAcceptPort.maxQueued} accepted connections, past which the kernel's
-queue holds the rest, as before.
+or more for a SYN retransmit. This port accepts every connection the kernel
+holds (a few µs each) into a queue of its own, builds from that queue, and
+empties the kernel's again every L{EagerAcceptPort.batch} builds. It builds
+at most L{EagerAcceptPort.buildsPerRead} connections a call, so a connect
+storm cannot starve the connections already open, and goes on in the next
+reactor iteration; it holds at most L{EagerAcceptPort.maxQueued} accepted
+connections, past which the kernel's queue holds the rest, as before. It
+reads how many the kernel holds (L{acceptQueue}, Linux only, as epoll is)
+rather than calling C{accept} until it fails with C{EAGAIN}: a failing
+C{accept} costs the kernel about as much as one that succeeds.
 
 Twisted internals used, as of Twisted 26.10 (pyproject pins C{<27}):
 C{tcp._accept} (the accept loop with its handling of C{EAGAIN}, C{EPERM},
 C{EMFILE} with the reserved descriptor C{tcp._reservedFD}, C{ENFILE},
 C{ENOBUFS}, C{ENOMEM}, C{ECONNABORTED} and their log events), used as is;
 C{tcp._BuffersLogs}, which holds those events until the accepting is done;
-and C{Port.doRead}'s setting up of one connection (the IPv6 scope in the
-address, C{_buildAddr}, a factory returning L{None} closing the socket,
-C{sessionno}, C{transport}), which L{EagerAcceptPort._build} repeats.
-Twisted's own port and TLS tests run against it in tests/test_directepoll.py
-and tests/test_eageraccept.py, so a change in Twisted shows there.
+C{Port._logger}, read as Twisted's port reads it so the events keep their
+namespace; and C{Port.doRead}'s setting up of one connection (the IPv6 scope
+in the address, C{_buildAddr}, a factory returning L{None} closing the
+socket, C{sessionno}, C{transport}), which L{EagerAcceptPort._build}
+repeats. Twisted's own port, TLS and accept-failure tests run against it in
+tests/test_directepoll.py and tests/test_eageraccept.py, so a change in
+Twisted shows there.
 """
 
 import socket
 from collections import deque
+from struct import Struct
 
 from twisted.internet import tcp
 from twisted.python import log
+
+
+_UNACKED = Struct("=I")
+
+
+def acceptQueue(listening):
+    """
+    How many connections the kernel holds for the listening TCP socket
+    C{listening} to accept. Linux's C{TCP_INFO} gives it, for a listening
+    socket, as C{tcpi_unacked}, the fifth 32-bit field after 8 bytes (see
+    "listeners aliased fields" in the kernel's C{tcp_get_info}).
+    """
+    info = listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 28)
+    return _UNACKED.unpack_from(info, 24)[0]
 
 
 class EagerAcceptPort(tcp.Port):
@@ -62,35 +81,44 @@ class EagerAcceptPort(tcp.Port):
 
     def doRead(self):
         """
-        Accept every connection waiting, then build them in order, accepting
-        again every L{batch}; what L{buildsPerRead} leaves is built in the
-        next reactor iteration.
+        The socket is readable: accept what the kernel holds, then build.
+        """
+        self._acceptAndBuild(1)
+
+    def _resume(self):
+        self._resuming = None
+        if self.connected and not self.disconnecting:
+            self._acceptAndBuild(0)
+
+    def _acceptAndBuild(self, atLeast):
+        """
+        Accept every connection waiting (at least C{atLeast}), then build
+        them in order, accepting again every L{batch}; what L{buildsPerRead}
+        leaves is built in the next reactor iteration.
         """
         try:
             with tcp._BuffersLogs(self._logger.namespace, self._logger.observer) as logger:
-                self._acceptWaiting(logger)
+                self._acceptWaiting(logger, atLeast)
                 for built in range(1, self.buildsPerRead + 1):
                     if not self._accepted:
                         break
                     self._build(*self._accepted.popleft())
                     if built % self.batch == 0:
-                        self._acceptWaiting(logger)
+                        self._acceptWaiting(logger, 0)
         except BaseException:
             log.deferr()
         if self._accepted and self._resuming is None:
             self._resuming = self.reactor.callLater(0, self._resume)
 
-    def _resume(self):
-        self._resuming = None
-        if self.connected and not self.disconnecting:
-            self.doRead()
-
-    def _acceptWaiting(self, logger):
+    def _acceptWaiting(self, logger, atLeast):
         """
-        Accept what the kernel holds, as far as L{maxQueued} allows.
+        Accept as many as the kernel holds, or C{atLeast}, as far as
+        L{maxQueued} allows. Counted first, not accepted until C{EAGAIN}:
+        an C{accept} that fails costs about as much as one that succeeds.
         """
-        room = range(self.maxQueued - len(self._accepted))
-        self._accepted.extend(tcp._accept(logger, room, self.socket, tcp._reservedFD))
+        count = max(acceptQueue(self.socket), atLeast)
+        count = min(count, self.maxQueued - len(self._accepted))
+        self._accepted.extend(tcp._accept(logger, range(count), self.socket, tcp._reservedFD))
 
     def _build(self, skt, addr):
         """
