@@ -81,24 +81,14 @@ class EagerAcceptPort(tcp.Port):
 
     def doRead(self):
         """
-        The socket is readable: accept what the kernel holds, then build.
-        """
-        self._acceptAndBuild(1)
-
-    def _resume(self):
-        self._resuming = None
-        if self.connected and not self.disconnecting:
-            self._acceptAndBuild(0)
-
-    def _acceptAndBuild(self, atLeast):
-        """
-        Accept every connection waiting (at least C{atLeast}), then build
-        them in order, accepting again every L{batch}; what L{buildsPerRead}
-        leaves is built in the next reactor iteration.
+        Accept every connection waiting (at least one: the socket was
+        reported readable), then build them in order, accepting again every
+        L{batch}; what L{buildsPerRead} leaves is built in the next reactor
+        iteration.
         """
         try:
             with tcp._BuffersLogs(self._logger.namespace, self._logger.observer) as logger:
-                self._acceptWaiting(logger, atLeast)
+                self._acceptWaiting(logger, 1)
                 for built in range(1, self.buildsPerRead + 1):
                     if not self._accepted:
                         break
@@ -109,6 +99,11 @@ class EagerAcceptPort(tcp.Port):
             log.deferr()
         if self._accepted and self._resuming is None:
             self._resuming = self.reactor.callLater(0, self._resume)
+
+    def _resume(self):
+        self._resuming = None
+        if self.connected and not self.disconnecting:
+            self.doRead()
 
     def _acceptWaiting(self, logger, atLeast):
         """
