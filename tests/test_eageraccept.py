@@ -25,6 +25,10 @@ from sockservice.fastpath.eageraccept import EagerAcceptPort, acceptQueue
 from tests.test_directepoll import ReactorTestsMixin, underDirectEPoll
 
 
+def waiting(listening):
+    return acceptQueue(listening)[0]
+
+
 class Recording(Factory):
     """
     A factory that records, at each build, the address it is given and how
@@ -41,7 +45,7 @@ class Recording(Factory):
 
     def buildProtocol(self, addr):
         self.addresses.append(addr)
-        self.waiting.append(acceptQueue(self.port.socket))
+        self.waiting.append(waiting(self.port.socket))
         protocol = self.onBuild(len(self.addresses))
         if protocol is not None:
             self.protocols.append(protocol)
@@ -60,8 +64,8 @@ class PortMixin:
     def listen(self, factory, **attributes):
         self.reactor = MemoryReactorClock()
         port = self.portClass(0, factory, 1024, "127.0.0.1", self.reactor)
-        port.__dict__.update(attributes)
         port.startListening()
+        port.__dict__.update(attributes)
         factory.port = port
         self.addCleanup(self.stop, port)
         self.events = []
@@ -81,7 +85,7 @@ class PortMixin:
             client = socket.create_connection(("127.0.0.1", port.getHost().port))
             self.addCleanup(client.close)
             clients.append(client)
-        self.assertEqual(acceptQueue(port.socket), len(clients))
+        self.assertEqual(waiting(port.socket), len(clients))
         return clients
 
 
@@ -160,7 +164,7 @@ class EagerAcceptTests(PortMixin, SynchronousTestCase):
         clients = self.connect(port, 25)
         port.doRead()
         self.assertEqual(len(factory.protocols), 10)
-        self.assertEqual(acceptQueue(port.socket), 0)
+        self.assertEqual(waiting(port.socket), 0)
         self.assertEqual([c.getTime() for c in self.reactor.getDelayedCalls()], [0])
         clients += self.connect(port, 2)
         port.doRead()
@@ -172,6 +176,19 @@ class EagerAcceptTests(PortMixin, SynchronousTestCase):
         self.assertEqual(
             [a.port for a in factory.addresses], [c.getsockname()[1] for c in clients]
         )
+
+    def test_maxQueuedIsTheBacklog(self):
+        """
+        It holds at most as many as the kernel's queue, as the kernel capped
+        the backlog asked for (C{somaxconn}).
+        """
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read())
+        for backlog, queued in [(7, 7), (somaxconn + 1, somaxconn)]:
+            port = EagerAcceptPort(0, Factory(), backlog, "127.0.0.1", MemoryReactorClock())
+            port.startListening()
+            self.addCleanup(port.connectionLost, None)
+            self.assertEqual(port.maxQueued, queued)
 
     def test_maxQueued(self):
         """
@@ -376,9 +393,9 @@ class TwistedAcceptFailureTests(test_tcp_internals.SelectReactorTests):
         failing = FailingSocket(port.socket, dict.fromkeys([1, 2, 3], errno.EPERM))
         self.patch(port, "socket", failing)
         port.doRead()
-        self.assertEqual((failing.calls, acceptQueue(failing)), (3, 3))
+        self.assertEqual((failing.calls, waiting(failing)), (3, 3))
         port.doRead()
-        self.assertEqual((failing.calls, acceptQueue(failing)), (6, 0))
+        self.assertEqual((failing.calls, waiting(failing)), (6, 0))
 
 
 class ListeningTests(ReactorTestsMixin, SynchronousTestCase):
@@ -409,7 +426,7 @@ class ListeningTests(ReactorTestsMixin, SynchronousTestCase):
         self.assertEqual(port._type, "TLS")
 
     def test_adoptStreamPortTCP(self):
-        listening = socket.create_server(("127.0.0.1", 0))
+        listening = socket.create_server(("127.0.0.1", 0), backlog=9)
         listening.setblocking(False)
         self.addCleanup(listening.close)
         port = self.listening(
@@ -417,6 +434,7 @@ class ListeningTests(ReactorTestsMixin, SynchronousTestCase):
         )
         self.assertIs(type(port), EagerAcceptPort)
         self.assertEqual(port.getHost().port, listening.getsockname()[1])
+        self.assertEqual(port.maxQueued, 9)
 
     def test_adoptStreamPortUNIX(self):
         listening = socket.socket(socket.AF_UNIX)

@@ -13,8 +13,9 @@ holds (a few µs each) into a queue of its own, builds from that queue, and
 empties the kernel's again every L{EagerAcceptPort.batch} builds. It builds
 at most L{EagerAcceptPort.buildsPerRead} connections a call, so a connect
 storm cannot starve the connections already open, and goes on in the next
-reactor iteration; it holds at most L{EagerAcceptPort.maxQueued} accepted
-connections, past which the kernel's queue holds the rest, as before. It
+reactor iteration. It holds at most as many accepted connections as the
+kernel's queue can (L{EagerAcceptPort.maxQueued}); past that the kernel
+holds the rest, as before, so twice the listen backlog can wait in all. It
 reads how many the kernel holds (L{acceptQueue}, Linux only, as epoll is)
 rather than calling C{accept} until it fails with C{EAGAIN}: a failing
 C{accept} costs the kernel about as much as one that succeeds.
@@ -41,18 +42,20 @@ from twisted.internet import tcp
 from twisted.python import log
 
 
-_UNACKED = Struct("=I")
+_LISTENER_INFO = Struct("=II")
 
 
 def acceptQueue(listening):
     """
-    How many connections the kernel holds for the listening TCP socket
-    C{listening} to accept. Linux's C{TCP_INFO} gives it, for a listening
-    socket, as C{tcpi_unacked}, the fifth 32-bit field after 8 bytes (see
-    "listeners aliased fields" in the kernel's C{tcp_get_info}).
+    The kernel's accept queue for the listening TCP socket C{listening}:
+    how many connections it holds, and how many it can hold (the listen
+    backlog, as the kernel capped it). Linux's C{TCP_INFO} gives them, for a
+    listening socket, as C{tcpi_unacked} and C{tcpi_sacked}, the fifth and
+    sixth 32-bit fields after 8 bytes (see "listeners aliased fields" in the
+    kernel's C{tcp_get_info}).
     """
-    info = listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 28)
-    return _UNACKED.unpack_from(info, 24)[0]
+    info = listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    return _LISTENER_INFO.unpack_from(info, 24)
 
 
 class EagerAcceptPort(tcp.Port):
@@ -63,12 +66,16 @@ class EagerAcceptPort(tcp.Port):
     @ivar batch: connections built between two emptyings of the kernel's
         queue.
     @ivar buildsPerRead: connections built at most per C{doRead}.
-    @ivar maxQueued: accepted connections held, not yet built, at most.
+    @ivar maxQueued: accepted connections held, not yet built, at most: as
+        many as the kernel's queue holds, read when it starts listening.
+        Each one held is one more a client that connects after them waits
+        for: a deeper queue takes a bigger burst, and in a flood of
+        connections that each bring work, makes a new client wait longer.
     """
 
     batch = 32
     buildsPerRead = 256
-    maxQueued = 4096
+    maxQueued = 0
 
     _resuming = None
 
@@ -78,6 +85,10 @@ class EagerAcceptPort(tcp.Port):
         # Accept errors logged under Twisted's port's namespace, as before:
         # a class's Logger takes the name of the class it is read from.
         self._logger = tcp.Port._logger.__get__(self, tcp.Port)
+
+    def startListening(self):
+        super().startListening()
+        self.maxQueued = acceptQueue(self.socket)[1]
 
     def doRead(self):
         """
@@ -111,7 +122,7 @@ class EagerAcceptPort(tcp.Port):
         L{maxQueued} allows. Counted first, not accepted until C{EAGAIN}:
         an C{accept} that fails costs about as much as one that succeeds.
         """
-        count = max(acceptQueue(self.socket), atLeast)
+        count = max(acceptQueue(self.socket)[0], atLeast)
         count = min(count, self.maxQueued - len(self._accepted))
         self._accepted.extend(tcp._accept(logger, range(count), self.socket, tcp._reservedFD))
 
