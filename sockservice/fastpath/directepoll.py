@@ -160,12 +160,18 @@ class DirectEPollReactor(EPollReactor):
         return now
 
     def listenTCP(self, port, factory, backlog=50, interface=""):
-        # And ssl:, which is listenTCP with a TLS factory. See eageraccept.
+        """
+        Listen with L{EagerAcceptPort}, which takes a burst of connections
+        without overflowing the kernel's queue; C{listenSSL} comes here too.
+        """
         p = EagerAcceptPort(port, factory, backlog, interface, self)
         p.startListening()
         return p
 
     def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
+        """
+        An adopted TCP socket (C{systemd:}) as an L{EagerAcceptPort} too.
+        """
         if addressFamily not in (AF_INET, AF_INET6):
             return EPollReactor.adoptStreamPort(self, fileDescriptor, addressFamily, factory)
         p = EagerAcceptPort._fromListeningDescriptor(self, fileDescriptor, addressFamily, factory)
