@@ -10,7 +10,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockservice.modes.greet import ACKS_PER_WRITE, OUTPUT_BUDGET, GreetFactory
+from sockservice.modes.greet import (
+    ACKS_PER_WRITE,
+    BATCHES_PER_TURN,
+    OUTPUT_BUDGET,
+    GreetFactory,
+)
 from sockservice.wire.limits import Limits, limitBuffer
 from tests.support import CapturedLog, connect, disconnect, received
 
@@ -269,6 +274,17 @@ class GreetOutputBudgetTests(SynchronousTestCase):
         limitBuffer(StringTransport(), OUTPUT_BUDGET)
 
 
+def runTurn(clock):
+    """
+    Run the timed calls due now as one reactor iteration does: not those
+    they schedule meanwhile (C{Clock.advance} runs those too).
+    """
+    due = [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.func(*call.args, **call.kw)
+
+
 class GreetTakingTurnsTests(SynchronousTestCase):
     """
     A read of thousands of lines is answered a batch per reactor turn, so
@@ -314,6 +330,29 @@ class GreetTakingTurnsTests(SynchronousTestCase):
         self.assertEqual(received(transport), b"b" * 9000 + b"\n")
         clock.advance(0)
         self.assertEqual(received(transport), b"b" * 9000 + b"\n")
+
+    def test_atMostSoManyBatchesPerTurn(self):
+        """
+        Flooding clients get a batch each per reactor turn, at most
+        L{BATCHES_PER_TURN} of them in one turn, in the order they came to
+        wait: with thousands, a turn stays short for a new client.
+        """
+        clock = Clock()
+        factory = GreetFactory(CapturedLog(budget=0).log, greeting=b"", limits=Limits(clock))
+        perWrite = ACKS_PER_WRITE // len(ACK)
+        floods = [connect(factory, 5000 + n) for n in range(BATCHES_PER_TURN + 3)]
+        for proto, transport in floods:
+            proto.dataReceived(b"x\n" * (perWrite * 2))
+            self.assertEqual(received(transport), ACK * perWrite)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        runTurn(clock)
+        answered = [len(received(transport)) // len(ACK) for _, transport in floods]
+        self.assertEqual(answered, [perWrite] * BATCHES_PER_TURN + [0, 0, 0])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        runTurn(clock)
+        answered = [len(received(transport)) // len(ACK) for _, transport in floods]
+        self.assertEqual(answered, [0] * BATCHES_PER_TURN + [perWrite] * 3)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_turnCancelledWhenGone(self):
         clock = Clock()

@@ -3,6 +3,7 @@ greet mode (seeds 000/001): a greeting on connect, an ack for every line.
 """
 
 import re
+from itertools import islice
 
 from sockservice.fastpath.directwrite import writeNow
 from sockservice.wire.limits import limitBuffer
@@ -17,6 +18,9 @@ OUTPUT_BUDGET = 16 * 1024
 #: turn, taking turns with every other client, and no more once the budget
 #: is spent.
 ACKS_PER_WRITE = 8 * 1024
+
+#: Flooding clients answered a batch each per reactor turn, at most.
+BATCHES_PER_TURN = 256
 
 _batches = {}
 
@@ -41,8 +45,6 @@ class GreetProtocol(LineProtocol):
     factory's input budget), and so does what it sends next, in its own
     socket buffers.
     """
-
-    _turn = None
 
     def pauseProducing(self):
         LineProtocol.pauseProducing(self)
@@ -99,20 +101,20 @@ class GreetProtocol(LineProtocol):
                 return chunk
             if clock is not None:
                 LineProtocol.pauseProducing(self)
-                self._turn = clock.callLater(0, self._nextTurn)
+                self.factory.waitForTurn(self)
                 return chunk
         self.send(ack * count)
         self.factory.logMessages(self, chunk, count)
         return None
 
-    def _nextTurn(self):
-        self._turn = None
+    def nextTurn(self):
+        """
+        Answer the next batch, as the factory's turn comes round.
+        """
         LineProtocol.resumeProducing(self)
 
     def connectionLost(self, reason):
-        if self._turn is not None:
-            self._turn.cancel()
-            self._turn = None
+        self.factory.leaveTurns(self)
         LineProtocol.connectionLost(self, reason)
 
 
@@ -132,6 +134,36 @@ class GreetFactory(LineFactory):
                  ack=b"Information Received\n", limits=None):
         super().__init__(log, maxLine, greeting, limits)
         self.setAck(ack)
+        #: The protocols with batches left to answer, in the order they
+        #: will get their turn (a dict as an ordered set).
+        self._waiting = {}
+        self._turn = None
+
+    def waitForTurn(self, proto):
+        """
+        Give C{proto} its next batch in a later reactor turn. One timed call
+        serves every waiting protocol, L{BATCHES_PER_TURN} of them a turn:
+        a timed call each would run them all in every turn, thousands of
+        flooding clients in one turn while a new client waits.
+        """
+        self._waiting[proto] = None
+        if self._turn is None:
+            self._turn = self.limits.clock.callLater(0, self._nextTurns)
+
+    def leaveTurns(self, proto):
+        self._waiting.pop(proto, None)
+        if not self._waiting and self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
+
+    def _nextTurns(self):
+        self._turn = None
+        waiting = self._waiting
+        for proto in list(islice(waiting, BATCHES_PER_TURN)):
+            del waiting[proto]
+            proto.nextTurn()
+        if waiting and self._turn is None:
+            self._turn = self.limits.clock.callLater(0, self._nextTurns)
 
     def setAck(self, ack):
         """
