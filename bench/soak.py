@@ -30,7 +30,11 @@ SEND_EVERY = 0.02
 WAIT = 30
 SETTLE = 15
 RSS_MARGIN = 16 * 2**20
-RELAY_MAX_BUFFER = 1 << 18
+#: relay's --max-buffer here: the default, 1 MiB. A steady member reads all
+#: the time, but in this one process with every other client; with its kernel
+#: send buffer capped at 32 KiB (wire/limits.py), what it owes waits in the
+#: server, and two churners' 256 KiB bursts at once overflowed 256 KiB.
+RELAY_MAX_BUFFER = 1 << 20
 
 
 class SteadyMember(LineReceiver):
