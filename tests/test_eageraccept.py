@@ -25,6 +25,19 @@ from sockservice.fastpath.eageraccept import EagerAcceptPort, acceptQueue
 from tests.test_directepoll import ReactorTestsMixin, underDirectEPoll
 
 
+def connectClients(testCase, port, count):
+    """
+    Connect C{count} clients to C{port} on 127.0.0.1, closed when
+    C{testCase} ends; the kernel holds them until the port accepts them.
+    """
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        testCase.addCleanup(client.close)
+        clients.append(client)
+    return clients
+
+
 def waiting(listening):
     return acceptQueue(listening)[0]
 
@@ -80,11 +93,7 @@ class PortMixin:
             self.reactor.advance(0)
 
     def connect(self, port, count):
-        clients = []
-        for _ in range(count):
-            client = socket.create_connection(("127.0.0.1", port.getHost().port))
-            self.addCleanup(client.close)
-            clients.append(client)
+        clients = connectClients(self, port, count)
         self.assertEqual(waiting(port.socket), len(clients))
         return clients
 
@@ -359,10 +368,7 @@ class TwistedAcceptFailureTests(test_tcp_internals.SelectReactorTests):
         """
         factory = Factory.forProtocol(Protocol)
         port = self.port(0, factory, interface="127.0.0.1")
-        clients = [socket.create_connection(("127.0.0.1", port.getHost().port))
-                   for _ in range(3)]
-        for client in clients:
-            self.addCleanup(client.close)
+        connectClients(self, port, 3)
         built = []
         self.patch(factory, "buildProtocol", lambda addr: built.append(addr))
         port.numberAccepts = 1
@@ -386,10 +392,7 @@ class TwistedAcceptFailureTests(test_tcp_internals.SelectReactorTests):
         """
         factory = Factory.forProtocol(Protocol)
         port = self.port(0, factory, interface="127.0.0.1")
-        clients = [socket.create_connection(("127.0.0.1", port.getHost().port))
-                   for _ in range(3)]
-        for client in clients:
-            self.addCleanup(client.close)
+        connectClients(self, port, 3)
         failing = FailingSocket(port.socket, dict.fromkeys([1, 2, 3], errno.EPERM))
         self.patch(port, "socket", failing)
         port.doRead()
