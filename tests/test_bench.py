@@ -146,3 +146,39 @@ class BaselineTests(SynchronousTestCase):
             stderr.getvalue().splitlines()[-1],
             "bench/run.py: error: --baseline /nonexistent: not an executable twistd",
         )
+
+
+class RoundOrderTests(SynchronousTestCase):
+    """
+    Each round takes the servers in the order opposite to the round before.
+    """
+
+    def test_alternates(self):
+        names = ["C", "directepoll", "baseline"]
+        self.assertEqual(
+            [run.roundOrder(names, number) for number in range(3)],
+            [names, ["baseline", "directepoll", "C"], names],
+        )
+
+    def test_runUsesIt(self):
+        arguments = run.parseArguments(["--rounds", "2", "--only", "greet-1",
+                                        "--reactor", "directepoll"])
+        bench = run.Bench(arguments, {}, Path("."))
+        measuredIn = []
+
+        class Stub:
+            def __init__(self, name):
+                self.name = name
+
+            def stop(self):
+                pass
+
+        self.patch(bench, "startAll", lambda mode: {"C": Stub("c"), "directepoll": Stub("d")})
+
+        def loadgen(figure, server):
+            measuredIn.append(server.name)
+            return {"value": 1.0, "latency": (1, 1)}
+
+        self.patch(bench, "loadgen", loadgen)
+        bench.run({"greet-1"})
+        self.assertEqual(measuredIn, ["c", "d", "d", "c"])
