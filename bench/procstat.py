@@ -17,6 +17,15 @@ def residentBytes(pid):
     raise ValueError(f"no VmRSS for process {pid}")
 
 
+def cpuSeconds(pid):
+    """
+    The CPU time (user and system) process C{pid} has used so far.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rpartition(b")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def openDescriptors(pid):
     """
     How many file descriptors process C{pid} has open.

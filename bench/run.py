@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import websocket as websocketBench  # noqa: E402
+from bench.procstat import cpuSeconds  # noqa: E402
 from tests.realserver import LISTENING, twistdCommand  # noqa: E402
 
 #: The C reference serves at most this many connections (its MAXC, 4096,
@@ -324,14 +325,18 @@ class Bench:
     def loadgen(self, figure, server):
         argv = [self.tools["loadgen"], figure.loadgen[0], "127.0.0.1", str(server.port),
                 *figure.loadgen[1:], "-d", str(self.arguments.duration)]
+        cpuBefore = cpuSeconds(server.process.pid)
         result = subprocess.run(argv, capture_output=True, text=True,
                                 timeout=self.arguments.duration + 60)
+        cpu = cpuSeconds(server.process.pid) - cpuBefore
         fields = dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
         if result.returncode or "error" in fields or "rate" not in fields:
             problem = (result.stdout + result.stderr).strip().replace("\n", "; ")
             return {"failed": problem or f"status {result.returncode}"}
+        operations = float(fields["rate"]) * float(fields["secs"])
         measured = {"value": float(fields["rate"]),
-                    "latency": (int(fields["p50_us"]), int(fields["p99_us"]))}
+                    "latency": (int(fields["p50_us"]), int(fields["p99_us"])),
+                    "cpu": cpu * 1e6 / operations if operations else None}
         for wrong in ("echoes", "bad"):
             if int(fields.get(wrong, 0)):
                 measured["failed"] = f"{wrong}={fields[wrong]}"
@@ -384,6 +389,11 @@ class Bench:
                     results[figure.name] = {
                         name: _median([one[name] for one in rounds]) for name in servers
                     }
+                    for name in servers:
+                        cpu = sorted(one[name]["cpu"] for one in rounds
+                                     if one[name].get("cpu"))
+                        if cpu:
+                            results[figure.name][name]["cpu"] = cpu[len(cpu) // 2]
                     for name in self.measured:
                         results[figure.name][name]["ratios"] = [
                             one[name]["value"] / one["C"]["value"] for one in rounds
@@ -472,8 +482,8 @@ def _range(ratios):
 def formatTable(results):
     lines = [
         "| figure | reactor | sockservice | C reference | ratio | rounds | target "
-        "| p50 / p99 µs | C p50 / p99 µs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| p50 / p99 µs | C p50 / p99 µs | CPU µs/op | C CPU µs/op |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, measured in results.items():
         figure = FIGURES[name]
@@ -498,7 +508,7 @@ def _row(figure, ours, c):
     """
     failure = ours.get("failed") or (c.get("failed") and "C: " + c["failed"])
     if failure:
-        return f"failed: {failure} | | | | | |"
+        return f"failed: {failure} | | | | | | | |"
     if figure is IDLE:
         target = f"<= {figure.target / 1024:g} KB"
     else:
@@ -507,7 +517,17 @@ def _row(figure, ours, c):
     ratio = f"{ours['value'] / c['value']:.2f}" if c["value"] > 0 else "-"
     return (f"{_number(ours['value'], figure)} | {theirs} "
             f"| {ratio} | {_range(ours.get('ratios'))} | {target} "
-            f"| {_latency(ours)} | {_latency(c)}")
+            f"| {_latency(ours)} | {_latency(c)} | {_cpu(ours)} | {_cpu(c)}")
+
+
+def _cpu(measured):
+    """
+    The server's CPU time (user and system) per reply, connection or
+    delivery, median of the rounds: what its own work costs, which a busy
+    machine moves far less than it moves the rates.
+    """
+    cpu = measured.get("cpu")
+    return f"{cpu:.2f}" if cpu else ""
 
 
 def main(argv=None):

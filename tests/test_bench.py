@@ -78,8 +78,9 @@ class FormatTableTests(SynchronousTestCase):
     def test_table(self):
         results = {
             "greet-1": {
-                "C": {"value": 100000.0, "latency": (300, 700)},
-                "default": {"value": 60000.0, "latency": (500, 990), "ratios": [0.6, 0.61]},
+                "C": {"value": 100000.0, "latency": (300, 700), "cpu": 8.5},
+                "default": {"value": 60000.0, "latency": (500, 990), "ratios": [0.6, 0.61],
+                            "cpu": 12.25},
                 "directepoll": {"value": 75000.0, "latency": (400, 900), "ratios": [0.7, 0.81]},
             },
             "relay": {
@@ -95,16 +96,16 @@ class FormatTableTests(SynchronousTestCase):
             run.formatTable(results).splitlines(),
             [
                 "| figure | reactor | sockservice | C reference | ratio | rounds | target "
-                "| p50 / p99 µs | C p50 / p99 µs |",
-                "|---|---|---|---|---|---|---|---|---|",
+                "| p50 / p99 µs | C p50 / p99 µs | CPU µs/op | C CPU µs/op |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
                 "| greet replies/s, 1 in flight | default | 60,000 | 100,000 | 0.60 "
-                "| 0.60-0.61 | >= 0.7 | 500 / 990 | 300 / 700 |",
+                "| 0.60-0.61 | >= 0.7 | 500 / 990 | 300 / 700 | 12.25 | 8.50 |",
                 "| greet replies/s, 1 in flight | directepoll | 75,000 | 100,000 | 0.75 "
-                "| 0.70-0.81 | >= 0.7 | 400 / 900 | 300 / 700 |",
+                "| 0.70-0.81 | >= 0.7 | 400 / 900 | 300 / 700 |  | 8.50 |",
                 "| relay deliveries/s (50 clients, 10 senders) | directepoll "
-                "| failed: echoes=3 | | | | | | |",
+                "| failed: echoes=3 | | | | | | | | |",
                 "| memory per idle connection (5000; C 4000) | directepoll | 1.20 KB "
-                "| 4.00 KB | 0.30 |  | <= 2 KB |  |  |",
+                "| 4.00 KB | 0.30 |  | <= 2 KB |  |  |  |  |",
             ],
         )
 
