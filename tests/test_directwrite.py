@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sockservice.fastpath.directwrite import noDelay, writeNow
+from sockservice.fastpath.eageraccept import NoDelayServer
 from tests.realserver import Peer, startTwistd
 from tests.support import makeCertificate
 
@@ -123,6 +124,18 @@ class DirectWriterTests(SynchronousTestCase):
         self.assertFalse(transport.getTcpNoDelay())
         noDelay(transport)
         self.assertTrue(transport.getTcpNoDelay())
+
+    def test_noDelayInherited(self):
+        """
+        A connection an eager-accepting port built has C{TCP_NODELAY} from
+        its listening socket: no system call sets it again.
+        """
+        transport, reactor, client = serve(self)
+        transport.__class__ = NoDelayServer
+        calls = []
+        self.patch(transport, "setTcpNoDelay", calls.append)
+        noDelay(transport)
+        self.assertEqual(calls, [])
 
     def test_queuedDataGoesFirst(self):
         """

@@ -21,7 +21,7 @@ from twisted.test import test_tcp_internals
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockservice.fastpath.directepoll import DirectEPollReactor
-from sockservice.fastpath.eageraccept import EagerAcceptPort, acceptQueue
+from sockservice.fastpath.eageraccept import EagerAcceptPort, NoDelayServer, acceptQueue
 from tests.test_directepoll import ReactorTestsMixin, underDirectEPoll
 
 
@@ -36,6 +36,10 @@ def connectClients(testCase, port, count):
         testCase.addCleanup(client.close)
         clients.append(client)
     return clients
+
+
+def noDelayOf(protocol):
+    return protocol.transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def waiting(listening):
@@ -131,6 +135,45 @@ class EagerAcceptTests(PortMixin, SynchronousTestCase):
         self.assertEqual((counting.calls, len(factory.protocols)), (5, 5))
         port.doRead()
         self.assertEqual((counting.calls, len(factory.protocols)), (6, 5))
+
+    def test_noDelay(self):
+        """
+        Every connection built has C{TCP_NODELAY} on, copied from the
+        listening socket, and a transport that says so.
+        """
+        factory = Recording()
+        port = self.listen(factory)
+        self.connect(port, 3)
+        port.doRead()
+        self.assertEqual(port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual([(type(p.transport), noDelayOf(p)) for p in factory.protocols],
+                         [(NoDelayServer, 1)] * 3)
+
+    def test_noDelayForThoseWaitingBefore(self):
+        """
+        The connections that completed before the port set C{TCP_NODELAY}
+        on the listening socket (one systemd held while the service
+        started) get it one by one, as the first accepted; later ones
+        inherit it.
+        """
+        listening = socket.create_server(("127.0.0.1", 0))
+        listening.setblocking(False)
+        self.addCleanup(listening.close)
+        early = [socket.create_connection(listening.getsockname()) for _ in range(2)]
+        for client in early:
+            self.addCleanup(client.close)
+        self.reactor = MemoryReactorClock()
+        factory = Recording()
+        port = EagerAcceptPort._fromListeningDescriptor(
+            self.reactor, listening.fileno(), socket.AF_INET, factory)
+        port.startListening()
+        factory.port = port
+        self.addCleanup(self.stop, port)
+        self.assertEqual(port._withoutNoDelay, 2)
+        connectClients(self, port, 2)
+        port.doRead()
+        self.assertEqual([noDelayOf(p) for p in factory.protocols], [1] * 4)
+        self.assertEqual(port._withoutNoDelay, 0)
 
     def test_twistedBuildsAsItAccepts(self):
         """

@@ -18,13 +18,16 @@ a change in Twisted shows there first.
 
 from twisted.internet import tcp
 
+from sockservice.fastpath.eageraccept import NoDelayServer
+
 
 def noDelay(transport):
     """
     Turn Nagle's algorithm off on a socket connection (a no-op on UNIX
-    sockets), so small replies are not held back waiting for an ACK.
+    sockets and on one whose listening port turned it on already), so small
+    replies are not held back waiting for an ACK.
     """
-    if isinstance(transport, tcp.Connection):
+    if isinstance(transport, tcp.Connection) and not isinstance(transport, NoDelayServer):
         transport.setTcpNoDelay(True)
 
 
