@@ -17,13 +17,22 @@ def residentBytes(pid):
     raise ValueError(f"no VmRSS for process {pid}")
 
 
+def cpuTimes(pid):
+    """
+    The CPU time process C{pid} has used so far, in user space and in the
+    kernel, in seconds.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rpartition(b")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpuSeconds(pid):
     """
     The CPU time (user and system) process C{pid} has used so far.
     """
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rpartition(b")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpuTimes(pid))
 
 
 def openDescriptors(pid):

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import websocket as websocketBench  # noqa: E402
-from bench.procstat import cpuSeconds  # noqa: E402
+from bench.procstat import cpuTimes  # noqa: E402
 from tests.realserver import LISTENING, twistdCommand  # noqa: E402
 
 #: The C reference serves at most this many connections (its MAXC, 4096,
@@ -325,10 +325,11 @@ class Bench:
     def loadgen(self, figure, server):
         argv = [self.tools["loadgen"], figure.loadgen[0], "127.0.0.1", str(server.port),
                 *figure.loadgen[1:], "-d", str(self.arguments.duration)]
-        cpuBefore = cpuSeconds(server.process.pid)
+        userBefore, systemBefore = cpuTimes(server.process.pid)
         result = subprocess.run(argv, capture_output=True, text=True,
                                 timeout=self.arguments.duration + 60)
-        cpu = cpuSeconds(server.process.pid) - cpuBefore
+        user, system = cpuTimes(server.process.pid)
+        user, system = user - userBefore, system - systemBefore
         fields = dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
         if result.returncode or "error" in fields or "rate" not in fields:
             problem = (result.stdout + result.stderr).strip().replace("\n", "; ")
@@ -336,7 +337,8 @@ class Bench:
         operations = float(fields["rate"]) * float(fields["secs"])
         measured = {"value": float(fields["rate"]),
                     "latency": (int(fields["p50_us"]), int(fields["p99_us"])),
-                    "cpu": cpu * 1e6 / operations if operations else None}
+                    "cpu": (user + system) * 1e6 / operations if operations else None,
+                    "user": user * 1e6 / operations if operations else None}
         for wrong in ("echoes", "bad"):
             if int(fields.get(wrong, 0)):
                 measured["failed"] = f"{wrong}={fields[wrong]}"
@@ -390,10 +392,12 @@ class Bench:
                         name: _median([one[name] for one in rounds]) for name in servers
                     }
                     for name in servers:
-                        cpu = sorted(one[name]["cpu"] for one in rounds
-                                     if one[name].get("cpu"))
-                        if cpu:
-                            results[figure.name][name]["cpu"] = cpu[len(cpu) // 2]
+                        results[figure.name][name]["rounds"] = [one[name] for one in rounds]
+                        for part in ("cpu", "user"):
+                            cpu = sorted(one[name][part] for one in rounds
+                                         if one[name].get(part) is not None)
+                            if cpu:
+                                results[figure.name][name][part] = cpu[len(cpu) // 2]
                     for name in self.measured:
                         results[figure.name][name]["ratios"] = [
                             one[name]["value"] / one["C"]["value"] for one in rounds
@@ -495,6 +499,23 @@ def formatTable(results):
     return "\n".join(lines)
 
 
+def formatRounds(results):
+    """
+    Every round's rate, per figure and server, in the order run: the
+    medians in the table hide how far apart the rounds were.
+    """
+    lines = []
+    for name, measured in results.items():
+        for server, ours in measured.items():
+            if "rounds" in ours:
+                rates = ", ".join(
+                    one.get("failed") or _number(one["value"], FIGURES[name])
+                    for one in ours["rounds"]
+                )
+                lines.append(f"{name} {server}: {rates}")
+    return "\n".join(lines)
+
+
 def _title(figure, ours, c):
     if figure is IDLE and "count" in ours:
         return f"{figure.title} ({ours['count']}; C {c['count']})"
@@ -527,7 +548,9 @@ def _cpu(measured):
     machine moves far less than it moves the rates.
     """
     cpu = measured.get("cpu")
-    return f"{cpu:.2f}" if cpu else ""
+    if not cpu:
+        return ""
+    return f"{cpu:.2f} ({measured['user']:.2f} user)"
 
 
 def main(argv=None):
@@ -551,6 +574,7 @@ def main(argv=None):
             results = Bench(arguments, tools, workdir).run(figures)
             if results:
                 print(formatTable(results), flush=True)
+                print(formatRounds(results), flush=True)
             if websocketBench.NAME in figures:
                 print(websocketBench.measure(
                     lambda name, argv: Server(name, argv, workdir),

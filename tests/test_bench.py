@@ -78,9 +78,9 @@ class FormatTableTests(SynchronousTestCase):
     def test_table(self):
         results = {
             "greet-1": {
-                "C": {"value": 100000.0, "latency": (300, 700), "cpu": 8.5},
+                "C": {"value": 100000.0, "latency": (300, 700), "cpu": 8.5, "user": 0.25},
                 "default": {"value": 60000.0, "latency": (500, 990), "ratios": [0.6, 0.61],
-                            "cpu": 12.25},
+                            "cpu": 12.25, "user": 4.0},
                 "directepoll": {"value": 75000.0, "latency": (400, 900), "ratios": [0.7, 0.81]},
             },
             "relay": {
@@ -99,9 +99,9 @@ class FormatTableTests(SynchronousTestCase):
                 "| p50 / p99 µs | C p50 / p99 µs | CPU µs/op | C CPU µs/op |",
                 "|---|---|---|---|---|---|---|---|---|---|---|",
                 "| greet replies/s, 1 in flight | default | 60,000 | 100,000 | 0.60 "
-                "| 0.60-0.61 | >= 0.7 | 500 / 990 | 300 / 700 | 12.25 | 8.50 |",
+                "| 0.60-0.61 | >= 0.7 | 500 / 990 | 300 / 700 | 12.25 (4.00 user) | 8.50 (0.25 user) |",
                 "| greet replies/s, 1 in flight | directepoll | 75,000 | 100,000 | 0.75 "
-                "| 0.70-0.81 | >= 0.7 | 400 / 900 | 300 / 700 |  | 8.50 |",
+                "| 0.70-0.81 | >= 0.7 | 400 / 900 | 300 / 700 |  | 8.50 (0.25 user) |",
                 "| relay deliveries/s (50 clients, 10 senders) | directepoll "
                 "| failed: echoes=3 | | | | | | | | |",
                 "| memory per idle connection (5000; C 4000) | directepoll | 1.20 KB "
@@ -147,6 +147,22 @@ class BaselineTests(SynchronousTestCase):
             stderr.getvalue().splitlines()[-1],
             "bench/run.py: error: --baseline /nonexistent: not an executable twistd",
         )
+
+
+class FormatRoundsTests(SynchronousTestCase):
+    def test_rounds(self):
+        results = {
+            "greet-1": {
+                "C": {"value": 2.0, "rounds": [{"value": 100000.0}, {"value": 90500.4}]},
+                "directepoll": {"value": 1.0, "rounds": [{"value": 70000.0},
+                                                          {"failed": "echoes=1"}]},
+            },
+            "idle": {"C": {"value": 4096.0, "count": 4000}},
+        }
+        self.assertEqual(run.formatRounds(results).splitlines(), [
+            "greet-1 C: 100,000, 90,500",
+            "greet-1 directepoll: 70,000, echoes=1",
+        ])
 
 
 class RoundOrderTests(SynchronousTestCase):
