@@ -461,6 +461,7 @@ class ListeningTests(ReactorTestsMixin, SynchronousTestCase):
         port = self.listening(self.reactor.listenTCP(0, Factory(), 7, "127.0.0.1"))
         self.assertIs(type(port), EagerAcceptPort)
         self.assertEqual((port.backlog, port.getHost().host), (7, "127.0.0.1"))
+        self.assertEqual(port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
 
     def test_listenSSL(self):
         from twisted.internet.ssl import CertificateOptions
@@ -470,6 +471,8 @@ class ListeningTests(ReactorTestsMixin, SynchronousTestCase):
         )
         self.assertIs(type(port), EagerAcceptPort)
         self.assertEqual(port._type, "TLS")
+        # Each TLS connection's socket takes TCP_NODELAY from this one.
+        self.assertEqual(port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
 
     def test_adoptStreamPortTCP(self):
         listening = socket.create_server(("127.0.0.1", 0), backlog=9)
@@ -481,6 +484,7 @@ class ListeningTests(ReactorTestsMixin, SynchronousTestCase):
         self.assertIs(type(port), EagerAcceptPort)
         self.assertEqual(port.getHost().port, listening.getsockname()[1])
         self.assertEqual(port.maxQueued, 9)
+        self.assertEqual(listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
 
     def test_adoptStreamPortUNIX(self):
         listening = socket.socket(socket.AF_UNIX)
