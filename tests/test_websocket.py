@@ -675,6 +675,33 @@ class FrameTests(WebSocketTestCase):
             "WebSocket protocol error 1002: Received frame with non-zero reserved bits"
         )
 
+    def test_unmaskedFrame(self):
+        """
+        A client frame that is not masked closes the socket with 1002 (RFC
+        6455, 5.1); what came before it is read, nothing after.
+        """
+        self.send(masked(0x81, b"ok") + b"\x81\x02hi" + masked(0x81, b"late"))
+        self.assertEqual(received(self.tcpTransport), b"ok\n")
+        self.assertEqual(received(self.browser.transport), b"\x88\x02\x03\xea")
+        self.assertClosedFor("WebSocket protocol error 1002: Received an unmasked frame")
+
+    def test_unmaskedFrameInPieces(self):
+        """
+        An unmasked frame is refused however its bytes are split over reads,
+        and whatever its kind: a control frame, a frame of a message in
+        several.
+        """
+        for frames in [
+            [b"\x81\x04h", b"ijk"],
+            [b"\x89\x00"],
+            [masked(0x01, b"a"), b"\x80\x01b"],
+        ]:
+            browser = WebSocketTestCase.browser(self, port=5001)
+            for frame in frames:
+                browser.channel.dataReceived(frame)
+            self.assertEqual(received(browser.transport), b"\x88\x02\x03\xea", frames)
+        self.assertEqual(received(self.tcpTransport), b"")
+
     def test_longMessageHeader(self):
         """
         A message is refused as soon as its frame header says it is longer

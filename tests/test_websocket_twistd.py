@@ -7,6 +7,7 @@ TCP clients.
 import contextlib
 import os
 import re
+import socket
 import ssl
 import tempfile
 
@@ -129,6 +130,36 @@ class WebSocketProcessTests(TestCase):
             self.assertEqual(refused.exception.response.status_code, 403)
         allowed = yield deferToThread(opened, self, url, origin="https://chat.example.com")
         self.assertEqual((yield deferToThread(allowed.recv, 10)), "connect")
+
+    @inlineCallbacks
+    def test_unmaskedFrame(self):
+        """
+        A client frame that is not masked, sent on a raw socket, gets a close
+        frame with 1002 (RFC 6455, 5.1), and the connection closes.
+        """
+        server, tcpPort, webPort = yield startWithWebSocket(
+            self, "--mode", "relay", "--greeting", "welcome"
+        )
+
+        def exchange():
+            with socket.create_connection(("127.0.0.1", webPort), timeout=10) as raw:
+                raw.sendall(
+                    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                data = b""
+                while not data.endswith(b"\x81\x07welcome"):
+                    data += raw.recv(4096)
+                raw.sendall(b"\x81\x02hi")
+                while chunk := raw.recv(4096):
+                    data += chunk
+            return data.partition(b"\r\n\r\n")
+
+        head, _, frames = yield deferToThread(exchange)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        self.assertIn(b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
+        self.assertEqual(frames, b"\x81\x07welcome\x88\x02\x03\xea")
 
     @inlineCallbacks
     def test_drainOnStop(self):

@@ -11,23 +11,43 @@ half (docs/browser.md has the figures). Twisted still does the handshake,
 the pings and the close frames.
 
 aiohttp's reader and writer serve its asyncio streams. They are used here
-beyond aiohttp's documented API in two ways, checked by
+beyond aiohttp's documented API in three ways, checked by
 tests/test_websocket.py on aiohttp's code (pyproject pins aiohttp to 3.14):
 
  - The reader gives each message to its queue's C{feed_data}, and each
    error to its C{set_exception}: L{MessageSink} is that queue (a subclass
    of aiohttp's, from a private module), one for all connections, and hands
    them to the bridge being read instead of queueing them.
+ - L{FrameReader} overrides the reader's C{_handle_frame}, which its
+   compiled parser calls with each frame's payload. aiohttp's reader takes
+   unmasked frames, which RFC 6455 (5.1) says a server must refuse; it
+   gives the payload of a masked frame as the C{bytearray} it unmasked in
+   place, and that of an unmasked one as C{bytes}, so the override refuses
+   the latter (close 1002). One unmasked frame gets past: one whose
+   payload came in more than 1024 reads (more for a --max-line over
+   256 KiB), which aiohttp gathers into a C{bytearray} either way. The
+   same override hands a whole message (one final frame, ASCII or binary)
+   straight to its bridge, the common case, which saves a Python call and a
+   decode and encode per message; all else goes on to aiohttp's own
+   handling.
  - L{ServerFrames} frames with the writer's private C{_write_websocket_frame},
    being the transport it writes each frame to.
 """
 
 from aiohttp._websocket.reader import WebSocketDataQueue
-from aiohttp.http_websocket import WebSocketReader, WebSocketWriter, WSCloseCode, WSMsgType
+from aiohttp.http_websocket import (
+    WebSocketError,
+    WebSocketReader,
+    WebSocketWriter,
+    WSCloseCode,
+    WSMsgType,
+)
 
 from sockservice.web.websocket import chunkLines, isText
 
 TEXT, BINARY, PING, PONG = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG
+#: Opcodes as the reader's C{_handle_frame} gets them (C ints, not enum members).
+TEXT_OPCODE, BINARY_OPCODE = int(TEXT), int(BINARY)
 #: What a close frame without a code is taken for (RFC 6455, 7.1.5).
 NO_STATUS = 1005
 
@@ -44,13 +64,13 @@ class MessageSink(WebSocketDataQueue):
         super().__init__(None, 0, loop=None)
         self._bridge = None
 
-    def reader(self, maxSize):
+    def reader(self, bridge, maxSize):
         """
-        A frame reader for one connection, that refuses a message of more
-        than C{maxSize} bytes as soon as a frame header says so.
+        A frame reader for C{bridge}'s connection, that refuses a message of
+        more than C{maxSize} bytes as soon as a frame header says so.
         """
         # aiohttp refuses a message of its limit, a line may have maxSize bytes.
-        return WebSocketReader(self, maxSize + 1, False, True)
+        return FrameReader(bridge, self, maxSize + 1)
 
     def read(self, bridge, reader, data):
         """
@@ -77,6 +97,41 @@ class MessageSink(WebSocketDataQueue):
             self._bridge.messageTooLong()
         else:
             self._bridge.frameError(error.code, str(error))
+
+
+class FrameReader(WebSocketReader):
+    """
+    aiohttp's compiled frame reader for one connection, which refuses client
+    frames that are not masked and gives whole messages to its bridge
+    itself.
+
+    @ivar bridge: the L{LineBridge<sockservice.web.websocket.LineBridge>}
+        it reads for.
+    @ivar fragmented: whether a message in several frames has begun.
+    """
+
+    # No __dict__: this is kept per connection.
+    __slots__ = ("bridge", "fragmented")
+
+    def __init__(self, bridge, sink, maxSize):
+        super().__init__(sink, maxSize, False, True)
+        self.bridge = bridge
+        self.fragmented = False
+
+    def _handle_frame(self, fin, opcode, payload, compressed):
+        if type(payload) is not bytearray:
+            # Unmasked: aiohttp unmasks a masked payload into a bytearray.
+            raise WebSocketError(WSCloseCode.PROTOCOL_ERROR, "Received an unmasked frame")
+        if fin and not self.fragmented and (
+            opcode == BINARY_OPCODE or opcode == TEXT_OPCODE and payload.isascii()
+        ):
+            # A whole message of one frame, and valid text if text (ASCII is
+            # UTF-8): what aiohttp would queue, without decoding it.
+            self.bridge.messageReceived(payload)
+            return
+        WebSocketReader._handle_frame(self, fin, opcode, payload, compressed)
+        if opcode <= BINARY_OPCODE:
+            self.fragmented = not fin
 
 
 class ServerFrames:

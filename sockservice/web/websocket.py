@@ -179,7 +179,7 @@ class LineBridge(LineMessages):
             self.socket.loseConnection(TRY_AGAIN_LATER)
             return
         self.protocol = proto
-        self._frames = self.sockets.messages.reader(self.sockets.factory.maxLine)
+        self._frames = self.sockets.messages.reader(self, self.sockets.factory.maxLine)
         self.request.channel.dataReceived = self._rawDataReceived
         self.sockets.bridges.add(self)
         proto.makeConnection(self)
