@@ -134,6 +134,17 @@ class FrameReader(WebSocketReader):
             self.fragmented = not fin
 
 
+class _FrameList(list):
+    """
+    The transport aiohttp's writer writes frames to: a list of them, with
+    C-level methods, since the writer calls both for every frame.
+    """
+
+    write = list.append
+    # bool() is False: the transport is never closing.
+    is_closing = bool
+
+
 class ServerFrames:
     """
     Lines framed as server WebSocket messages, once for all connections:
@@ -145,20 +156,10 @@ class ServerFrames:
     """
 
     def __init__(self):
-        self._writer = WebSocketWriter(None, self)
-        self._frames = []
+        self._frames = _FrameList()
+        self._writer = WebSocketWriter(None, self._frames)
         self._chunk = None
         self._framed = None
-
-    # The transport aiohttp's writer writes to.
-
-    def is_closing(self):
-        return False
-
-    def write(self, frame):
-        self._frames.append(frame)
-
-    # Framing.
 
     def framed(self, chunk):
         """
@@ -187,5 +188,6 @@ class ServerFrames:
         return self._written()
 
     def _written(self):
-        frames, self._frames = b"".join(self._frames), []
+        frames = b"".join(self._frames)
+        self._frames.clear()
         return frames
