@@ -32,7 +32,6 @@ from twisted.web.websocket import WebSocketResource
 from wsproto.events import BytesMessage, TextMessage
 from zope.interface import implementer
 
-from sockservice.fastpath.directwrite import writeNow
 from sockservice.modes.relay import TOO_SLOW
 from sockservice.service.listening import ListeningService
 from sockservice.wire.auth import UNAUTHORIZED
@@ -317,13 +316,17 @@ class LineBridge(LineMessages):
 
     def sendLines(self, chunk):
         """
-        Write the lines' frames straight to the socket, framed once for
-        every connection (L{sockservice.web.frames.ServerFrames}).
+        Write the lines' frames, framed once for every connection
+        (L{sockservice.web.frames.ServerFrames}), to the socket's transport.
+        They are queued there, not sent at once, as relay's lines to a TCP
+        client are: relay may write several chunks to a socket in one
+        reactor turn (one for each sender read), which then leave in one
+        send instead of one each.
         """
         transport = self.request.transport
         if not transport.disconnecting:
             frames, self._lastLine = self.sockets.frames.framed(chunk)
-            writeNow(transport, frames)
+            transport.write(frames)
 
     def loseConnection(self):
         self._close(CLOSE_CODES.get(self._lastLine, NORMAL))
