@@ -6,7 +6,9 @@ connection, each measured the same way over both.
 loadgen.c speaks only TCP, so this load client is Python, the same for both
 kinds of connection: wsproto makes the handshake and one masked client frame,
 which the senders replay; receivers only count bytes, since every message
-has the same size. Ratios of the two within one run are what compare.
+has the same size. Ratios of the two within one run are what compare. Each
+relay round is listed too, with the share of the time the load client was
+busy, which shows whether it, not the server, set the pace.
 """
 
 import os
@@ -89,12 +91,14 @@ def cpuSeconds(pid):
 
 def relayRate(kind, duration, pid):
     """
-    Deliveries per second through the relay server C{pid}, and per second of
+    Deliveries per second through the relay server C{pid}, per second of
     its CPU time (what the load client's pace and other work on the machine
-    change least): CLIENTS connections, SENDERS of
-    them sending, each receiving from all the others. Senders send WINDOW
-    messages at a time, while at most BATCHES of them are not yet received
-    by everyone, so the server (not this client's round trips) sets the pace.
+    change least), and the share of the time this load client was busy on
+    a core (near 1, it would be what sets the pace): CLIENTS connections,
+    SENDERS of them sending, each receiving from all the others. Senders
+    send WINDOW messages at a time, while at most BATCHES of them are not
+    yet received by everyone, so the server (not this client's round trips)
+    sets the pace.
     """
     clients = [kind.connect()[0] for _ in range(CLIENTS)]
     senders = clients[:SENDERS]
@@ -110,6 +114,7 @@ def relayRate(kind, duration, pid):
     sent = 0
     try:
         cpuBefore = cpuSeconds(pid)
+        clientBefore = time.process_time()
         started = time.monotonic()
         deadline = started + duration
         while time.monotonic() < deadline:
@@ -131,12 +136,13 @@ def relayRate(kind, duration, pid):
                 receivedBytes[key.fileobj] += len(data)
         elapsed = time.monotonic() - started
         cpu = cpuSeconds(pid) - cpuBefore
+        clientCPU = time.process_time() - clientBefore
     finally:
         selector.close()
         for client in clients:
             client.close()
     deliveries = sum(receivedBytes.values()) // kind.received
-    return deliveries / elapsed, deliveries / cpu
+    return deliveries / elapsed, deliveries / cpu, clientCPU / elapsed
 
 
 def idleMemory(kind, server, count):
@@ -179,6 +185,27 @@ def _ratioRow(title, rounds):
             f"| {min(ratios):.2f}-{max(ratios):.2f} | >= {TARGETS['relay']} |")
 
 
+def _roundsTable(rounds):
+    """
+    Each relay round of each server (C{rounds}: server name to a list of
+    rounds of TCP and WebSocket figures from L{relayRate}), in the order run.
+    """
+    rows = [
+        "| relay round | TCP per second | WebSocket | ratio | TCP per second of server CPU "
+        "| WebSocket | ratio | load client busy (TCP, WebSocket) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for number in range(len(next(iter(rounds.values())))):
+        for name, measured in rounds.items():
+            tcp, web = measured[number]
+            rows.append(
+                f"| {number + 1}{name} | {tcp[0]:,.0f} | {web[0]:,.0f} | {web[0] / tcp[0]:.2f} "
+                f"| {tcp[1]:,.0f} | {web[1]:,.0f} | {web[1] / tcp[1]:.2f} "
+                f"| {tcp[2]:.2f}, {web[2]:.2f} |"
+            )
+    return rows
+
+
 def measure(startServer, twistd, arguments):
     """
     Measure both figures over TCP and WebSocket on one server each (relay,
@@ -191,7 +218,7 @@ def measure(startServer, twistd, arguments):
     commands = {"": twistd}
     if arguments.baseline:
         commands[" (baseline)"] = [arguments.baseline, *twistd[1:]]
-    rows = []
+    rows, roundRows = [], []
     for mode in ("relay", "greet"):
         servers = {}
         try:
@@ -217,6 +244,7 @@ def measure(startServer, twistd, arguments):
                             f"({CLIENTS} clients, {SENDERS} senders){name}",
                             [(tcp[which], web[which]) for tcp, web in rounds[name]],
                         ))
+                roundRows = _roundsTable(rounds)
             else:
                 for name, server in servers.items():
                     tcp, web = (idleMemory(kind, server, arguments.idle) for kind in server.kinds)
@@ -233,4 +261,6 @@ def measure(startServer, twistd, arguments):
         "| target |",
         "|---|---|---|---|---|---|",
         *rows,
+        "",
+        *roundRows,
     ])

@@ -35,7 +35,7 @@ class MeasureTests(SynchronousTestCase):
             calls.append((kind.name, kind.port, duration))
             # WebSocket relays a quarter of TCP's rate, the baseline's a tenth.
             rate = 1000.0 if kind.name == "TCP" else (100.0 if pid == 2000 else 250.0)
-            return rate, rate * 2
+            return rate, rate * 2, 0.25
 
         def idleMemory(kind, server, count):
             return (1024.0 if kind.name == "TCP" else 7168.0) * (2 if server.port == 4000 else 1)
@@ -59,6 +59,12 @@ class MeasureTests(SynchronousTestCase):
             "| relay deliveries per second of server CPU (50 clients, 10 senders) | 2,000 | 500 "
             "| 0.25 | 0.25-0.25 | >= 0.5 |",
             "| memory per idle connection (500) | 1.00 KB | 7.00 KB | 7.00 | | <= 8 KB |",
+            "",
+            "| relay round | TCP per second | WebSocket | ratio | TCP per second of server CPU "
+            "| WebSocket | ratio | load client busy (TCP, WebSocket) |",
+            "|---|---|---|---|---|---|---|---|",
+            "| 1 | 1,000 | 250 | 0.25 | 2,000 | 500 | 0.25 | 0.25, 0.25 |",
+            "| 2 | 1,000 | 250 | 0.25 | 2,000 | 500 | 0.25 | 0.25, 0.25 |",
         ])
 
     def test_baseline(self):
@@ -84,6 +90,17 @@ class MeasureTests(SynchronousTestCase):
             "| relay deliveries per second of server CPU (50 clients, 10 senders) (baseline)",
             "| memory per idle connection (500)",
             "| memory per idle connection (500) (baseline)",
+            "",
+            "| relay round",
+            "|---|---|---|---|---|---|---|---|",
+            "| 1",
+            "| 1 (baseline)",
+            "| 2",
+            "| 2 (baseline)",
         ])
+        self.assertEqual(
+            table.splitlines()[12], "| 1 (baseline) | 1,000 | 100 | 0.10 | 2,000 | 200 | 0.10 "
+            "| 0.25, 0.25 |"
+        )
         self.assertIn("| 1,000 | 100 | 0.10 |", table.splitlines()[4])
         self.assertIn("| 2.00 KB | 14.00 KB |", table.splitlines()[7])
