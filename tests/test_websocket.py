@@ -4,9 +4,11 @@ WebSocket code serve, with aiohttp's frame reader and writer; wsproto's
 client side frames and reads, and the mode factories are the ones TCP uses.
 """
 
+import gc
 import io
 import subprocess
 import sys
+import weakref
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -701,6 +703,18 @@ class FrameTests(WebSocketTestCase):
                 browser.channel.dataReceived(frame)
             self.assertEqual(received(browser.transport), b"\x88\x02\x03\xea", frames)
         self.assertEqual(received(self.tcpTransport), b"")
+
+    def test_readerFreed(self):
+        """
+        A closed socket's frame reader, which refers to its bridge, is freed
+        at once, not left to the cycle collector.
+        """
+        bridge = next(iter(self.sockets.bridges))
+        reader = weakref.ref(bridge._frames)
+        gc.disable()
+        self.addCleanup(gc.enable)
+        self.browser.disconnect()
+        self.assertIsNone(reader())
 
     def test_longMessageHeader(self):
         """

@@ -278,6 +278,9 @@ class LineBridge(LineMessages):
         """
         self.disconnecting = True
         self.sockets.bridges.discard(self)
+        # The frame reader refers back to this bridge: let go of it, so that
+        # both are freed now, not by the cycle collector.
+        self._frames = None
         if self.protocol is None:
             return
         if self.peerCloseCode in CLEAN_CLOSES:
