@@ -625,6 +625,21 @@ class FrameTests(WebSocketTestCase):
         )
         self.assertEqual(received(self.tcpTransport), "é\n".encode() + b"\xff\nabcd\n")
 
+    def test_messageInsideFragments(self):
+        """
+        A new message while one in several frames is unfinished closes the
+        socket with 1002; after a finished one, messages read as usual.
+        """
+        self.send(masked(0x01, b"a") + masked(0x89, b"") + masked(0x80, b"b") + masked(0x81, b"c"))
+        self.assertEqual(received(self.tcpTransport), b"ab\nc\n")
+        self.send(masked(0x02, b"d") + masked(0x81, b"e"))
+        self.assertEqual(received(self.browser.transport), b"\x8a\x00\x88\x02\x03\xea")
+        self.assertEqual(received(self.tcpTransport), b"")
+        self.assertClosedFor(
+            "WebSocket protocol error 1002: The opcode in non-fin frame is expected to be "
+            "zero, got 1"
+        )
+
     def test_pingAnswered(self):
         """
         A ping is answered with a pong carrying its payload.
