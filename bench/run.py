@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import websocket as websocketBench  # noqa: E402
 from bench.procstat import cpuTimes  # noqa: E402
+from bench.rounds import roundOrder  # noqa: E402
 from tests.realserver import LISTENING, twistdCommand  # noqa: E402
 
 #: The C reference serves at most this many connections (its MAXC, 4096,
@@ -416,16 +417,6 @@ class Bench:
                 finally:
                     server.stop()
         return results
-
-
-def roundOrder(names, number):
-    """
-    The order of the servers in round C{number}: as named in even rounds,
-    reversed in odd ones, so no server always runs first or last (a server
-    run right after another pays for what that one left in the caches and
-    the scheduler: about 2% here).
-    """
-    return names if number % 2 == 0 else names[::-1]
 
 
 def _median(measured):

@@ -11,7 +11,6 @@ relay round is listed too, with the share of the time the load client was
 busy, which shows whether it, not the server, set the pace.
 """
 
-import os
 import re
 import selectors
 import socket
@@ -19,6 +18,9 @@ import time
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
+
+from bench.procstat import cpuSeconds
+from bench.rounds import roundOrder
 
 NAME = "websocket"
 WEBSOCKET_LISTENING = re.compile(rb"\(WebSocket\) mode listening on 127\.0\.0\.1:(\d+)")
@@ -78,15 +80,6 @@ class WebSocketKind:
 
     def frame(self, client):
         return self._connections[client].send(TextMessage(LINE[:-1].decode()))
-
-
-def cpuSeconds(pid):
-    """
-    The CPU time (user and system) process C{pid} has used.
-    """
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def relayRate(kind, duration, pid):
@@ -231,12 +224,14 @@ def measure(startServer, twistd, arguments):
                 server.kinds = [TCPKind(server.port), WebSocketKind(int(webPort))]
             if mode == "relay":
                 rounds = {name: [] for name in servers}
-                for _ in range(arguments.rounds):
-                    for name, server in servers.items():
-                        rounds[name].append([
-                            relayRate(kind, arguments.duration, server.process.pid)
-                            for kind in server.kinds
-                        ])
+                for number in range(arguments.rounds):
+                    for name in roundOrder(list(servers), number):
+                        server = servers[name]
+                        measured = {
+                            kind: relayRate(kind, arguments.duration, server.process.pid)
+                            for kind in roundOrder(server.kinds, number)
+                        }
+                        rounds[name].append([measured[kind] for kind in server.kinds])
                 for name in servers:
                     for title, which in [("", 0), (" of server CPU", 1)]:
                         rows.append(_ratioRow(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench import run
+from bench import rounds, run
 
 
 class FindToolsTests(SynchronousTestCase):
@@ -173,7 +173,7 @@ class RoundOrderTests(SynchronousTestCase):
     def test_alternates(self):
         names = ["C", "directepoll", "baseline"]
         self.assertEqual(
-            [run.roundOrder(names, number) for number in range(3)],
+            [rounds.roundOrder(names, number) for number in range(3)],
             [names, ["baseline", "directepoll", "C"], names],
         )
 
