@@ -16,8 +16,10 @@ alternates), so that on a shared machine the two see the same load. Senders keep
 yet received by every receiver; a message carries its send time, so latency
 is from send to each receipt. The CPU time the servers (relay nodes and
 Redis) took per line sent tells the versions apart where the rates, on a
-shared machine, do not. Traffic stays on 127.0.0.1 and each scenario
-stops after --seconds.
+shared machine, do not; the CPU time this process took per line sent (the
+load generator: "client µs/line") shows how much of the machine the client
+itself took. Traffic stays on 127.0.0.1 and each scenario stops after
+--seconds.
 """
 
 import argparse
@@ -210,11 +212,14 @@ def measure(name, processes, senderPort, receiverPort, options, window):
     """
     One scenario's row: its name, deliveries a second, p50 and p99 latency
     in ms, the CPU time the servers (nodes and Redis) took per line sent, in
-    µs, and the lines out of their sender's order.
+    µs, the CPU time this process (the load generator) took per line sent,
+    and the lines out of their sender's order.
     """
     driver = Driver(senderPort, receiverPort, options.senders, options.receivers, window)
     cpu = processes.cpuSeconds()
+    client = time.process_time()
     elapsed = driver.run(options.seconds)
+    client = time.process_time() - client
     cpu = processes.cpuSeconds() - cpu
     latencies = sorted(driver.latencies) or [0]
     lines = driver.deliveries / options.receivers
@@ -224,6 +229,7 @@ def measure(name, processes, senderPort, receiverPort, options, window):
         latencies[len(latencies) // 2] / 1e6,
         latencies[int(len(latencies) * 0.99)] / 1e6,
         cpu * 1e6 / lines if lines else 0,
+        client * 1e6 / lines if lines else 0,
         driver.bad,
     )
 
@@ -294,9 +300,10 @@ def main():
         if len(rounds) > 1:
             print(f"round {number}")
         print(f"{'window':>6} {'scenario':56} {'deliveries/s':>13} {'p50 ms':>8} "
-              f"{'p99 ms':>8} {'CPU µs/line':>12} {'out of order':>13}")
-        for window, name, rate, p50, p99, cpu, bad in rows:
-            print(f"{window:6d} {name:56} {rate:13.0f} {p50:8.2f} {p99:8.2f} {cpu:12.1f} {bad:13d}")
+              f"{'p99 ms':>8} {'CPU µs/line':>12} {'client µs/line':>15} {'out of order':>13}")
+        for window, name, rate, p50, p99, cpu, client, bad in rows:
+            print(f"{window:6d} {name:56} {rate:13.0f} {p50:8.2f} {p99:8.2f} {cpu:12.1f} "
+                  f"{client:15.1f} {bad:13d}")
         for window in options.windows:
             print(f"window {window}: across nodes / one node = " + ", ".join(
                 f"{ratio:.2f}{label}" for label, ratio in ratios(rows, window)
