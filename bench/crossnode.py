@@ -35,6 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.procstat import cpuSeconds  # noqa: E402
+from tests.realserver import freePort  # noqa: E402
 
 SCENARIOS = itertools.count()
 SINGLE = "one node, no backplane"
@@ -43,12 +49,6 @@ OF_TWO = "one node of two, with Redis"
 BASELINE = " (baseline)"
 LISTENING = re.compile(rb"mode listening on 127\.0\.0\.1:(\d+)")
 READING = b": reading "
-
-
-def freePort():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def waitFor(process, logPath, pattern, seconds=15):
@@ -107,12 +107,7 @@ class Processes:
         """
         The CPU time (user and system) that the children used so far.
         """
-        ticks = 0
-        for process in self.children:
-            with open(f"/proc/{process.pid}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(cpuSeconds(process.pid) for process in self.children)
 
     def stop(self):
         for process in self.children:

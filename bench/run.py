@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from bench import websocket as websocketBench  # noqa: E402
 from bench.procstat import cpuTimes  # noqa: E402
 from bench.rounds import roundOrder  # noqa: E402
-from tests.realserver import LISTENING, twistdCommand  # noqa: E402
+from tests.realserver import LISTENING, freePort, twistdCommand  # noqa: E402
 
 #: The C reference serves at most this many connections (its MAXC, 4096,
 #: less the descriptors it holds itself).
@@ -176,12 +176,6 @@ def raiseFileLimit(wanted):
     target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return target
-
-
-def freePort():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def waitUntil(check, what, timeout=15.0):
