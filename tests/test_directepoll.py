@@ -338,6 +338,25 @@ class TurnTests(ReactorTestsMixin, SynchronousTestCase):
         self.assertEqual(self.ready("abcde", c=EPOLLOUT | EPOLLHUP, d=EPOLLIN), "dcb")
         self.assertEqual(self.ready("abcde"), "dae")
 
+    def test_waitingReadyForMoreAnew(self):
+        """
+        A connection waiting to be written to that is now readable too (a
+        client that sent a line while it waited) is ready anew.
+        """
+        self.add("abcde")
+        self.assertEqual(self.ready("abcde"), "edc")
+        self.assertEqual(self.ready("abcde", a=EPOLLIN | EPOLLOUT), "ab")
+
+    def test_shareOfManyReady(self):
+        """
+        Past C{TURNS} times C{EVENTS_PER_TURN} ready, a pass handles a
+        C{TURNS}th of them.
+        """
+        self.patch(directepoll, "TURNS", 2)
+        self.add("abcdefgh")
+        self.assertEqual(self.ready("abcdefgh"), "hgfe")
+        self.assertEqual(self.ready("abcdefgh"), "dcba")
+
     def test_notConnectionsAtOnce(self):
         """
         A listening port (or the waker: what is not a connection) is

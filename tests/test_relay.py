@@ -48,6 +48,36 @@ class LocalHubTests(SynchronousTestCase):
         hub.publish(None, b"y\n")
         self.assertEqual((a.got, b.got), ([b"y\n"], []))
 
+    def test_leaveWhilePublishing(self):
+        """
+        Members that leave as a chunk is handed to them (readers dropped as
+        too slow) leave once it has gone to every other member.
+        """
+        hub = LocalHub()
+        a, b, c = Member(), Member(), Member()
+        for member in (a, b, c):
+            hub.join(member)
+        for member in (a, b):
+            member.deliver = lambda data, m=member: (m.got.append(data), hub.leave(m))
+        hub.publish(None, b"x\n")
+        self.assertEqual(list(hub.members), [c])
+        hub.publish(None, b"y\n")
+        self.assertEqual((a.got, b.got, c.got), ([b"x\n"], [b"x\n"], [b"x\n", b"y\n"]))
+
+    def test_leaveAfterFailedPublish(self):
+        """
+        A member's failure does not leave the hub deferring every later
+        leave.
+        """
+        hub = LocalHub()
+        a, b = Member(), Member()
+        hub.join(a)
+        hub.join(b)
+        a.deliver = lambda data: 1 / 0
+        self.assertRaises(ZeroDivisionError, hub.publish, None, b"x\n")
+        hub.leave(b)
+        self.assertEqual(list(hub.members), [a])
+
 
 class RelayProtocolTests(SynchronousTestCase):
     def setUp(self):
@@ -209,6 +239,35 @@ class RelayTransportBufferTests(SynchronousTestCase):
         self.assertIn(server.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                       (32 * 1024, 64 * 1024))
 
+    def test_resumedStraightToTheSocket(self):
+        """
+        A reader that was paused gets what waited for it straight to its
+        socket when it resumes, as much as the socket takes at once, not a
+        chunk per turn of the reactor behind every other connection's.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        self.addCleanup(client.close)
+        server, _ = listener.accept()
+        self.addCleanup(server.close)
+        factory = RelayFactory(CapturedLog().log, LocalHub())
+        proto = factory.buildProtocol(peerAddress())
+        reactor = MemoryReactor()
+        transport = PeerConnection(server, proto, reactor)
+        transport.connected = True  # as a tcp.Server is once accepted
+        proto.makeConnection(transport)
+        proto.pauseProducing()
+        for data in (b"one\n", b"two\n", b"three\n"):
+            proto.deliver(data)
+        proto.resumeProducing()
+        self.assertEqual((proto.queued, proto.queuedSize), (None, 0))
+        received = b""
+        while len(received) < len(b"one\ntwo\nthree\n"):
+            received += client.recv(100)
+        self.assertEqual(received, b"one\ntwo\nthree\n")
+        self.assertEqual(reactor.getWriters(), [])
+
     def test_smallTransportBuffer(self):
         """
         Each relay client's transport holds (and reads) at most 16 KiB, a
@@ -261,11 +320,15 @@ class DroppedCountTests(SynchronousTestCase):
         self.hub.publish(self.sender, CountedChunk(b"c\n"))
         for _, transport in self.readers:
             self.assertEqual(received(transport), b"ERROR too slow\n")
-        # Each reader dropped all three chunks: 4 lines, 15 bytes.
+        # Each reader dropped what it had queued and the chunk that did not
+        # fit (3 lines, 13 bytes), and left the hub: the third chunk went to
+        # no one.
         counters = self.factory.counters
-        self.assertEqual((counters.droppedLines, counters.droppedBytes), (3 * 4, 3 * 15))
-        # The hub counts each chunk once, and the relay once more.
-        self.assertEqual(CountedChunk.counted, 3 * 2)
+        self.assertEqual((counters.droppedLines, counters.droppedBytes), (3 * 3, 3 * 13))
+        self.assertEqual(list(self.hub.members), [self.sender])
+        # The hub counts each chunk once, and the relay the two it handed
+        # out once more.
+        self.assertEqual(CountedChunk.counted, 3 + 2)
 
     def test_resumedRestCounted(self):
         """

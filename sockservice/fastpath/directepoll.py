@@ -56,6 +56,12 @@ from sockservice.fastpath.eageraccept import EagerAcceptPort
 #: keeps up with its clients.
 EVENTS_PER_TURN = 256
 
+#: Past L{TURNS} times L{EVENTS_PER_TURN} ready at once, a pass handles this
+#: share of them: every pass costs the kernel and L{DirectEPollReactor._takeTurns}
+#: a little for each ready descriptor, handled or not, so thousands ready are
+#: gone through in a few passes, not in dozens.
+TURNS = 16
+
 
 class DirectEPollReactor(EPollReactor):
     """
@@ -64,7 +70,8 @@ class DirectEPollReactor(EPollReactor):
     pass handles.
 
     @ivar _waiting: the connections ready in an earlier pass but not handled
-        yet, in their order (a C{dict} of descriptors).
+        yet, in their order: a C{dict} from descriptor to the events it
+        waits to be handled for.
     @ivar _turns: the connections that had their turn and have been ready
         ever since, by descriptor, with the events they had it for.
     """
@@ -121,8 +128,10 @@ class DirectEPollReactor(EPollReactor):
         """
         Choose what this pass handles of C{events} (all that are ready):
         every descriptor that is not a connection, and L{EVENTS_PER_TURN}
-        connections, first those ready anew (the last reported first), then
-        those waiting, oldest first. The others wait, in that order, and
+        connections (or a L{TURNS}th of those ready, if more), first those
+        ready anew (the last reported first; one waiting that is now ready
+        for more counts as anew), then those waiting, oldest first. The
+        others wait, in that order, and
         behind them those still ready since their turn, for nothing more
         than they had it for (a connection written to that has now closed
         is ready anew); one waiting that is no longer ready, or gone, is
@@ -137,8 +146,14 @@ class DirectEPollReactor(EPollReactor):
         now, fresh, again = [], [], []
         for fd, event in events:
             selectable = selectables.get(fd)
-            if selectable is None or fd in waiting:
+            if selectable is None:
                 continue
+            if fd in waiting:
+                if not event & ~waiting[fd]:
+                    continue
+                # Ready for more than it waits for (a client waiting to be
+                # written to has sent a line): ready anew.
+                del waiting[fd]
             if not isinstance(selectable, tcp.Connection):
                 now.append((fd, event))
             elif fd in turns and not event & ~turns[fd][1]:
@@ -151,8 +166,9 @@ class DirectEPollReactor(EPollReactor):
         # there before it.
         fresh.reverse()
         order = fresh + [fd for fd in waiting if fd in ready and fd in selectables]
-        self._waiting = dict.fromkeys(order[EVENTS_PER_TURN:] + again)
-        for fd in order[:EVENTS_PER_TURN]:
+        perTurn = max(EVENTS_PER_TURN, len(events) // TURNS)
+        self._waiting = {fd: ready[fd] for fd in order[perTurn:] + again}
+        for fd in order[:perTurn]:
             turns[fd] = selectables[fd], ready[fd]
             now.append((fd, ready[fd]))
         # With none waiting, the next pass handles every ready connection.

@@ -69,6 +69,8 @@ class LocalHub:
         self.history = History(history) if history else None
         self.delivered = 0
         self.deliveredBytes = 0
+        self._publishing = False
+        self._leaving = []
 
     def join(self, member):
         if self.history is not None:
@@ -79,7 +81,14 @@ class LocalHub:
         self.members[member] = None
 
     def leave(self, member):
-        self.members.pop(member, None)
+        """
+        C{member} gets nothing more; one that leaves while a publish hands
+        out a chunk (a reader dropped as too slow) is taken out after it.
+        """
+        if self._publishing:
+            self._leaving.append(member)
+        else:
+            self.members.pop(member, None)
 
     def publish(self, sender, data):
         """
@@ -88,9 +97,17 @@ class LocalHub:
         if self.history is not None:
             self.history.add(data)
         self._count(data, len(self.members) - (sender in self.members))
-        for member in self.members:
-            if member is not sender:
-                member.deliver(data)
+        self._publishing = True
+        try:
+            for member in self.members:
+                if member is not sender:
+                    member.deliver(data)
+        finally:
+            self._publishing = False
+            if self._leaving:
+                leaving, self._leaving = self._leaving, []
+                for member in leaving:
+                    self.members.pop(member, None)
 
     def _count(self, data, recipients):
         # Once per publish, not per member: the fan-out is the hot path.

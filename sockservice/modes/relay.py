@@ -5,6 +5,7 @@ client goes, byte for byte, to every other client; never back to the sender.
 
 from twisted.internet.error import ConnectionDone
 
+from sockservice.fastpath.directwrite import writeNow
 from sockservice.wire.auth import UNAUTHORIZED
 from sockservice.wire.limits import QUEUED_ENTRY, limitBuffer, limitKernelBuffer
 from sockservice.wire.lines import LineFactory, LineProtocol
@@ -81,18 +82,20 @@ class RelayProtocol(LineProtocol):
         LineProtocol.connectionLost(self, reason)
 
     def refuse(self, error, format, **fields):
-        # Nothing more is delivered after the ERROR line.
+        # Nothing more is delivered after the ERROR line: what is queued is
+        # dropped, and the hub hands it nothing more while it closes (up to
+        # closeGrace), so thousands of readers dropped at once cost every
+        # later publish nothing.
         if self.queued:
             self.factory.counters.dropped(self.queuedLines, self.queuedSize)
         self._forgetQueued()
         self.queued = []
+        self.factory.hub.leave(self)
         LineProtocol.refuse(self, error, format, **fields)
 
     def deliver(self, data):
         if self.queued is None:
             self.transport.write(data)
-        elif self.refused:
-            self._drop(data)
         else:
             size = len(data)
             cost = size + QUEUED_ENTRY
@@ -116,10 +119,7 @@ class RelayProtocol(LineProtocol):
                 self.queuedLines += self.factory.lines(data)
                 self.queuedCost += cost
                 return
-            self._drop(data)
-
-    def _drop(self, data):
-        self.factory.counters.dropped(self.factory.lines(data), len(data))
+            self.factory.counters.dropped(self.factory.lines(data), len(data))
 
     def _forgetQueued(self):
         self.factory.limits.releaseQueued(self.queuedCost)
@@ -138,7 +138,10 @@ class RelayProtocol(LineProtocol):
         queued = self.queued
         self._forgetQueued()
         for index, data in enumerate(queued or ()):
-            self.transport.write(data)
+            # Straight to the socket while it takes them: a reader that
+            # caught up gets all it can take in one turn of the reactor,
+            # not one chunk a turn behind every other connection's.
+            writeNow(self.transport, data)
             if self.queued is not None:
                 rest = queued[index + 1:]
                 size = sum(map(len, rest))

@@ -25,8 +25,9 @@ class Counters:
         errors (relayed lines are counted by the relay hub, once per chunk).
     @ivar bytesSent: their bytes.
     @ivar droppedLines: relay: lines the hub handed to a client that it
-        never got (queued when it was closed as too slow, or relayed to it
-        after); the hub counts what it hands out (L{LocalHub.stats}).
+        never got (queued when it was closed as too slow, and the chunk
+        that did not fit; a closed client is handed nothing more); the hub
+        counts what it hands out (L{LocalHub.stats}).
     @ivar droppedBytes: their bytes.
     @ivar collected: collect: messages taken.
     """
