@@ -159,6 +159,28 @@ def docsBlocks():
     }
 
 
+def containerInit(nspawn):
+    """
+    The container's init: the child of the C{nspawn} process that is PID 1
+    in a PID namespace of its own, or L{None} while there is none yet. Its
+    first child can be a helper that nspawn starts first and that exits at
+    once; entering that one's namespaces fails.
+    """
+    children = []
+    for task in os.listdir(f"/proc/{nspawn}/task"):
+        with open(f"/proc/{nspawn}/task/{task}/children") as f:
+            children += f.read().split()
+    for child in children:
+        try:
+            with open(f"/proc/{child}/status") as f:
+                status = f.read()
+        except FileNotFoundError:
+            continue
+        if re.search(r"^NSpid:\s+\d+\s+1$", status, re.M):
+            return int(child)
+    return None
+
+
 class Container:
     """
     A systemd booted in a container over a throwaway overlay of C{/}.
@@ -206,12 +228,10 @@ class Container:
         while self.pid is None and time.monotonic() < deadline:
             if self.nspawn.poll() is not None:
                 raise AssertionError(f"systemd-nspawn ended: {self.consoleText()}")
-            children = []
-            for task in os.listdir(f"/proc/{self.nspawn.pid}/task"):
-                with open(f"/proc/{self.nspawn.pid}/task/{task}/children") as f:
-                    children += f.read().split()
-            self.pid = int(children[0]) if children else None
+            self.pid = containerInit(self.nspawn.pid)
             time.sleep(0.1)
+        if self.pid is None:
+            raise AssertionError(f"no container init under systemd-nspawn: {self.consoleText()}")
         # Until systemd has its bus up, systemctl cannot even ask.
         deadline = time.monotonic() + 90
         state = ""
