@@ -64,6 +64,31 @@ class LocalHubTests(SynchronousTestCase):
         hub.publish(None, b"y\n")
         self.assertEqual((a.got, b.got, c.got), ([b"x\n"], [b"x\n"], [b"x\n", b"y\n"]))
 
+    def test_leaveDuringNestedPublish(self):
+        """
+        A publish from within a delivery (a member closing with a last
+        line) leaves the outer one's leavers to it: no member is taken out
+        while the outer publish still goes through them (so one that left
+        during the inner publish still gets the outer one's chunk).
+        """
+        hub = LocalHub()
+        a, b, c = Member(), Member(), Member()
+        for member in (a, b, c):
+            hub.join(member)
+
+        def deliverA(data):
+            a.got.append(data)
+            if data == b"x\n":
+                hub.publish(a, b"last\n")
+                hub.leave(a)
+
+        a.deliver = deliverA
+        b.deliver = lambda data: (b.got.append(data), hub.leave(b))
+        hub.publish(None, b"x\n")
+        self.assertEqual(list(hub.members), [c])
+        self.assertEqual((a.got, b.got, c.got),
+                         ([b"x\n"], [b"last\n", b"x\n"], [b"last\n", b"x\n"]))
+
     def test_leaveAfterFailedPublish(self):
         """
         A member's failure does not leave the hub deferring every later

@@ -97,14 +97,16 @@ class LocalHub:
         if self.history is not None:
             self.history.add(data)
         self._count(data, len(self.members) - (sender in self.members))
-        self._publishing = True
+        # A member may publish in turn (its deliver closing it with a last
+        # line): only the outermost publish takes the leavers out.
+        publishing, self._publishing = self._publishing, True
         try:
             for member in self.members:
                 if member is not sender:
                     member.deliver(data)
         finally:
-            self._publishing = False
-            if self._leaving:
+            self._publishing = publishing
+            if not publishing and self._leaving:
                 leaving, self._leaving = self._leaving, []
                 for member in leaving:
                     self.members.pop(member, None)
