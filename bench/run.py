@@ -4,10 +4,9 @@ Benchmark sockservice against the C reference server in one run.
 Starts the real C{twistd -n sockservice} in each mode and the C reference
 (cbroker) beside it, drives both with a C load generator (loadgen) on
 127.0.0.1, and prints each figure as a ratio to the reference. Both C tools
-are compiled with C{gcc -O2} from C{--tools DIR} / C{$SOCKSERVICE_TOOLS}, else
-from C{../shared/tools} beside the checkout when it holds both, else from
-this directory's own bench/loadgen.c and bench/cbroker.c, so a checkout
-alone reproduces the ratios.
+are compiled with C{gcc -O2} from this directory's own bench/loadgen.c and
+bench/cbroker.c, so a checkout alone reproduces the ratios, or from
+C{--tools DIR} / C{$SOCKSERVICE_TOOLS} to compare with other ones.
 
     .venv/bin/python bench/run.py [--duration 3] [--rounds 3] [--idle 5000]
                                   [--reactor directepoll epoll ...]
@@ -103,8 +102,7 @@ def parseArguments(argv):
                         help="idle connections for the memory figure (default 5000)")
     parser.add_argument("--tools", default=os.environ.get("SOCKSERVICE_TOOLS"),
                         help="directory holding loadgen.c and cbroker.c "
-                             "(default $SOCKSERVICE_TOOLS, else ../shared/tools beside the checkout "
-                             "when it holds both, else bench/ itself)")
+                             "(default $SOCKSERVICE_TOOLS, else bench/ itself)")
     parser.add_argument("--reactor", nargs="+", default=["directepoll", "epoll"],
                         help="twistd --reactor for each sockservice server measured; "
                              "'default' runs it without one (default: directepoll epoll)")
@@ -128,8 +126,7 @@ def parseArguments(argv):
 def findTools(tools):
     """
     The C sources to build, by tool name: loadgen.c and cbroker.c from
-    C{tools}, which must hold both; else from ../shared/tools beside the
-    checkout when it holds both; else this directory's own.
+    C{tools}, which must hold both, else this directory's own.
     """
     if tools:
         directory = Path(tools)
@@ -139,9 +136,7 @@ def findTools(tools):
                     f"no {name} in {directory}: pass --tools DIR or set SOCKSERVICE_TOOLS"
                 )
     else:
-        directory = REPO.parent / "shared" / "tools"
-        if not all((directory / name).is_file() for name in ("loadgen.c", "cbroker.c")):
-            directory = Path(__file__).resolve().parent
+        directory = Path(__file__).resolve().parent
     return {name: directory / f"{name}.c" for name in ("loadgen", "cbroker")}
 
 
